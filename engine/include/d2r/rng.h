@@ -1,0 +1,48 @@
+/*
+ * Random number generators: explicit, seedable objects over GSL's
+ * Mersenne Twister (gsl_rng_mt19937).  Nothing in d2r draws from a hidden
+ * global generator, so a run is reproduced by its seed.
+ */
+#ifndef D2R_RNG_H
+#define D2R_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "d2r/tensor.h"
+
+typedef struct d2r_rng d2r_rng;
+
+/* A new generator seeded with seed; NULL on allocation failure.  Free
+ * with d2r_rng_free. */
+d2r_rng *d2r_rng_new(uint64_t seed);
+void d2r_rng_free(d2r_rng *r);
+void d2r_rng_seed(d2r_rng *r, uint64_t seed);
+/* An independent copy of the generator and its current state. */
+d2r_rng *d2r_rng_clone(const d2r_rng *r);
+
+double d2r_rng_uniform(d2r_rng *r);              /* [0, 1) */
+double d2r_rng_normal(d2r_rng *r);               /* N(0, 1) */
+uint64_t d2r_rng_below(d2r_rng *r, uint64_t n);  /* uniform in [0, n) */
+/* A 64-bit seed for a child generator, drawn from r. */
+uint64_t d2r_rng_next_seed(d2r_rng *r);
+
+/* Tensors of independent draws, contiguous, no gradient. */
+d2r_tensor *d2r_rand_uniform(d2r_rng *r, int ndim, const int64_t *shape,
+                             double lo, double hi);
+d2r_tensor *d2r_rand_normal(d2r_rng *r, int ndim, const int64_t *shape,
+                            double mean, double std);
+/* A random permutation of 0..n-1 as a 1-d tensor. */
+d2r_tensor *d2r_rand_permutation(d2r_rng *r, int64_t n);
+/* For each row of probs ([B, C], rows summing to 1, non-negative), draws
+ * `draws` class indices: result [B, draws]. */
+d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
+                                 int64_t draws);
+
+/* Generator state as bytes, for checkpoints.  d2r_rng_state_size gives
+ * the byte count; set_state fails on a buffer of the wrong size. */
+size_t d2r_rng_state_size(const d2r_rng *r);
+int d2r_rng_get_state(const d2r_rng *r, void *buf, size_t size);
+int d2r_rng_set_state(d2r_rng *r, const void *buf, size_t size);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * Internal layout of tensors and autodiff nodes, shared by the files that
+ * implement tensor.h.  Nothing outside engine/src should include this.
+ */
+#ifndef D2R_TENSOR_IMPL_H
+#define D2R_TENSOR_IMPL_H
+
+#include "d2r/tensor.h"
+
+/* A reference-counted block of doubles that tensors view. */
+typedef struct d2r_storage {
+  double *data;
+  int64_t size;
+  int refs;
+} d2r_storage;
+
+#define D2R_NODE_MAXIN 3
+#define D2R_NODE_MAXARG (2 * D2R_MAXDIM + 2)
+
+typedef struct d2r_node d2r_node;
+
+/*
+ * A backward rule receives the gradient of the node's output and stores a
+ * new reference to the gradient of each input that requires one in gin[i]
+ * (leaving the others NULL).  It is written with differentiable operations,
+ * so it records a graph of its own when recording is enabled.
+ */
+typedef int (*d2r_backward_fn)(d2r_node *n, d2r_tensor *gout,
+                               d2r_tensor **gin);
+
+struct d2r_node {
+  const char *name;
+  d2r_backward_fn backward;
+  int nin;
+  d2r_tensor *in[D2R_NODE_MAXIN];  /* owned references */
+  d2r_tensor *aux;                 /* owned: an index tensor, a mask */
+  d2r_tensor *out;                 /* the output: not owned (it owns us) */
+  double s[2];                     /* scalar arguments */
+  int64_t i[D2R_NODE_MAXARG];      /* integer arguments (axes, shapes) */
+};
+
+struct d2r_tensor {
+  int refs;
+  int ndim;
+  int64_t shape[D2R_MAXDIM];
+  int64_t stride[D2R_MAXDIM];
+  int64_t offset;
+  int64_t numel;
+  d2r_storage *st;
+  bool leaf_grad;        /* a leaf that collects gradients */
+  d2r_tensor *grad;      /* accumulated by d2r_backward */
+  d2r_node *node;        /* how this tensor was computed, or NULL */
+  /* Scratch used by a backward pass and by the deferred free list. */
+  uint64_t mark;
+  bool keep_acc;
+  d2r_tensor *acc;
+  d2r_tensor *next;
+};
+
+/* A fresh contiguous tensor with uninitialised data. */
+d2r_tensor *d2r_new(int ndim, const int64_t *shape);
+/* A view of t's storage with its own shape and strides. */
+d2r_tensor *d2r_view(d2r_tensor *t, int ndim, const int64_t *shape,
+                     const int64_t *stride, int64_t offset);
+/* Pointer to the element at a flat row-major position of a possibly
+ * strided tensor. */
+double *d2r_ptr_at(d2r_tensor *t, int64_t flat);
+
+/*
+ * Records `name` on out when recording is on and one of the inputs needs a
+ * gradient.  Takes references to the inputs.  Returns out, or releases it
+ * and returns NULL when the node cannot be allocated.
+ */
+d2r_tensor *d2r_record(d2r_tensor *out, const char *name, d2r_backward_fn bw,
+                       int nin, d2r_tensor *const *in);
+bool d2r_needs_grad(const d2r_tensor *t);
+/* Axis in [0, ndim) from a possibly negative one; -1 with an error. */
+int d2r_norm_axis(const d2r_tensor *t, int axis, const char *fn);
+bool d2r_check_shape(int ndim, const int64_t *shape, const char *fn);
+/* Broadcast shape of a and b into out; false with an error if none. */
+bool d2r_broadcast_shape(const d2r_tensor *a, const d2r_tensor *b, int *ndim,
+                         int64_t *shape, const char *fn);
+
+#endif

@@ -1,0 +1,373 @@
+/*
+ * Gradient checks: every differentiable operation against central finite
+ * differences, for first derivatives (the gradient of a random projection
+ * of the output) and second derivatives (the Hessian-vector product of
+ * that projection, built by differentiating the gradient).
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+
+#include "d2r/rng.h"
+#include "d2r/tensor.h"
+
+typedef d2r_tensor *(*op_fn)(d2r_tensor **in);
+
+/* L(in) = sum(f(in) * w) with a fixed random w. */
+static double project(op_fn f, d2r_tensor **in, d2r_tensor *w) {
+  bool was = d2r_set_grad_enabled(false);
+  d2r_tensor *y = f(in);
+  cr_assert(y, "forward failed: %s", d2r_error());
+  d2r_tensor *p = d2r_mul(y, w);
+  d2r_tensor *s = d2r_sum_all(p);
+  double v = d2r_item(s);
+  d2r_release(y), d2r_release(p), d2r_release(s);
+  d2r_set_grad_enabled(was);
+  return v;
+}
+
+static d2r_tensor *loss_of(op_fn f, d2r_tensor **in, d2r_tensor *w) {
+  d2r_tensor *y = f(in);
+  cr_assert(y, "forward failed: %s", d2r_error());
+  d2r_tensor *p = d2r_mul(y, w);
+  d2r_tensor *s = d2r_sum_all(p);
+  d2r_release(y), d2r_release(p);
+  return s;
+}
+
+static double rel_err(double a, double b) {
+  return fabs(a - b) / fmax(1.0, fmax(fabs(a), fabs(b)));
+}
+
+/* Checks first and second derivatives of f at the given inputs. */
+static void gradcheck(const char *name, op_fn f, int nin, d2r_tensor **in,
+                      double tol) {
+  d2r_rng *rng = d2r_rng_new(7);
+  for (int i = 0; i < nin; i++) d2r_set_requires_grad(in[i], true);
+  d2r_tensor *y = f(in);
+  cr_assert(y, "%s: forward failed: %s", name, d2r_error());
+  d2r_tensor *w = d2r_rand_normal(rng, d2r_ndim(y), d2r_shape(y), 0, 1);
+  d2r_release(y);
+
+  /* First order. */
+  d2r_tensor *L = loss_of(f, in, w);
+  d2r_tensor *g[4] = {0};
+  int rc = d2r_autograd(1, &L, NULL, nin, in, true, true, g);
+  cr_assert_eq(rc, 0, "%s: grad failed: %s", name, d2r_error());
+  const double h = 1e-6;
+  for (int i = 0; i < nin; i++) {
+    double *x = d2r_data(in[i]);
+    d2r_tensor *gc = d2r_contiguous(g[i]);
+    for (int64_t k = 0; k < d2r_numel(in[i]); k++) {
+      double x0 = x[k];
+      x[k] = x0 + h;
+      double up = project(f, in, w);
+      x[k] = x0 - h;
+      double dn = project(f, in, w);
+      x[k] = x0;
+      double fd = (up - dn) / (2 * h), an = d2r_data(gc)[k];
+      cr_expect(rel_err(fd, an) < tol,
+                "%s: d/d in%d[%lld]: analytic %.10g, numeric %.10g", name,
+                i + 1, (long long)k, an, fd);
+    }
+    d2r_release(gc);
+  }
+
+  /* Second order: H v for a random v over all inputs at once. */
+  d2r_tensor *v[4] = {0}, *gv = NULL;
+  for (int i = 0; i < nin; i++) {
+    v[i] = d2r_rand_normal(rng, d2r_ndim(in[i]), d2r_shape(in[i]), 0, 1);
+  }
+  d2r_scope s = D2R_SCOPE_INIT;
+  for (int i = 0; i < nin; i++) {
+    d2r_tensor *term = d2r_keep(&s, d2r_sum_all(d2r_keep(&s,
+                                   d2r_mul(g[i], v[i]))));
+    gv = gv ? d2r_keep(&s, d2r_add(gv, term)) : term;
+  }
+  cr_assert(gv, "%s: g.v failed: %s", name, d2r_error());
+  d2r_tensor *hv[4] = {0};
+  bool differentiable = d2r_requires_grad(gv);
+  if (differentiable) {
+    rc = d2r_autograd(1, &gv, NULL, nin, in, false, true, hv);
+    cr_assert_eq(rc, 0, "%s: second grad failed: %s", name, d2r_error());
+  }
+  /* Numeric: d/dx_k of g(x).v by central differences of first grads. */
+  for (int i = 0; i < nin; i++) {
+    double *x = d2r_data(in[i]);
+    d2r_tensor *hc = differentiable ? d2r_contiguous(hv[i]) : NULL;
+    for (int64_t k = 0; k < d2r_numel(in[i]); k++) {
+      double x0 = x[k], side[2];
+      for (int sgn = 0; sgn < 2; sgn++) {
+        x[k] = x0 + (sgn ? -1e-5 : 1e-5);
+        d2r_tensor *Ls = loss_of(f, in, w), *gs[4] = {0};
+        d2r_autograd(1, &Ls, NULL, nin, in, false, true, gs);
+        double acc = 0;
+        for (int j = 0; j < nin; j++) {
+          d2r_tensor *c = d2r_contiguous(gs[j]);
+          d2r_tensor *vc = d2r_contiguous(v[j]);
+          for (int64_t m = 0; m < d2r_numel(c); m++)
+            acc += d2r_data(c)[m] * d2r_data(vc)[m];
+          d2r_release(c), d2r_release(vc), d2r_release(gs[j]);
+        }
+        d2r_release(Ls);
+        side[sgn] = acc;
+      }
+      x[k] = x0;
+      double fd = (side[0] - side[1]) / 2e-5;
+      double an = hc ? d2r_data(hc)[k] : 0.0;
+      cr_expect(rel_err(fd, an) < 50 * tol,
+                "%s: (Hv)[in%d][%lld]: analytic %.10g, numeric %.10g", name,
+                i + 1, (long long)k, an, fd);
+    }
+    d2r_release(hc);
+  }
+  d2r_scope_end(&s);
+  for (int i = 0; i < nin; i++)
+    d2r_release(g[i]), d2r_release(v[i]), d2r_release(hv[i]);
+  d2r_release(L);
+  d2r_release(w);
+  d2r_rng_free(rng);
+}
+
+static d2r_tensor *randt(uint64_t seed, int nd, const int64_t *sh, double lo,
+                         double hi) {
+  d2r_rng *r = d2r_rng_new(seed);
+  d2r_tensor *t = d2r_rand_uniform(r, nd, sh, lo, hi);
+  d2r_rng_free(r);
+  return t;
+}
+
+static void check1(const char *name, op_fn f, int nd, const int64_t *sh,
+                   double lo, double hi) {
+  d2r_tensor *in[1] = {randt(11, nd, sh, lo, hi)};
+  gradcheck(name, f, 1, in, 1e-6);
+  d2r_release(in[0]);
+}
+
+static void check2(const char *name, op_fn f, int nda, const int64_t *sha,
+                   int ndb, const int64_t *shb, double lo, double hi) {
+  d2r_tensor *in[2] = {randt(11, nda, sha, lo, hi),
+                       randt(12, ndb, shb, lo, hi)};
+  gradcheck(name, f, 2, in, 1e-6);
+  d2r_release(in[0]), d2r_release(in[1]);
+}
+
+static const int64_t S23[2] = {2, 3}, S3[1] = {3}, S21[2] = {2, 1};
+static const int64_t S234[3] = {2, 3, 4}, S34[2] = {3, 4}, S42[2] = {4, 2};
+
+/* Unary ops. */
+#define U(fn) static d2r_tensor *u_##fn(d2r_tensor **x) { return fn(x[0]); }
+U(d2r_neg) U(d2r_exp) U(d2r_log) U(d2r_log1p) U(d2r_sqrt) U(d2r_square)
+U(d2r_abs) U(d2r_tanh) U(d2r_sigmoid) U(d2r_relu) U(d2r_softplus)
+U(d2r_sin) U(d2r_cos) U(d2r_sum_all) U(d2r_mean_all) U(d2r_max_all)
+U(d2r_min_all) U(d2r_clone)
+
+Test(gradcheck, unary) {
+  check1("neg", u_d2r_neg, 2, S23, -2, 2);
+  check1("exp", u_d2r_exp, 2, S23, -2, 2);
+  check1("log", u_d2r_log, 2, S23, 0.5, 3);
+  check1("log1p", u_d2r_log1p, 2, S23, -0.5, 3);
+  check1("sqrt", u_d2r_sqrt, 2, S23, 0.5, 3);
+  check1("square", u_d2r_square, 2, S23, -2, 2);
+  check1("abs", u_d2r_abs, 2, S23, 0.2, 2);
+  check1("tanh", u_d2r_tanh, 2, S23, -2, 2);
+  check1("sigmoid", u_d2r_sigmoid, 2, S23, -3, 3);
+  check1("relu", u_d2r_relu, 2, S23, 0.1, 2);
+  check1("softplus", u_d2r_softplus, 2, S23, -3, 3);
+  check1("sin", u_d2r_sin, 2, S23, -3, 3);
+  check1("cos", u_d2r_cos, 2, S23, -3, 3);
+  check1("sum_all", u_d2r_sum_all, 2, S23, -2, 2);
+  check1("mean_all", u_d2r_mean_all, 2, S23, -2, 2);
+  check1("max_all", u_d2r_max_all, 2, S23, -2, 2);
+  check1("min_all", u_d2r_min_all, 2, S23, -2, 2);
+  check1("clone", u_d2r_clone, 2, S23, -2, 2);
+}
+
+static d2r_tensor *u_abs_neg(d2r_tensor **x) {
+  d2r_tensor *n = d2r_neg(x[0]), *a = d2r_abs(n);
+  d2r_release(n);
+  return a;
+}
+static d2r_tensor *u_adds(d2r_tensor **x) { return d2r_adds(x[0], 1.5); }
+static d2r_tensor *u_muls(d2r_tensor **x) { return d2r_muls(x[0], -2.5); }
+static d2r_tensor *u_pows(d2r_tensor **x) { return d2r_pows(x[0], 2.7); }
+static d2r_tensor *u_rsubs(d2r_tensor **x) { return d2r_rsubs(x[0], 3); }
+static d2r_tensor *u_clamp(d2r_tensor **x) {
+  return d2r_clamp(x[0], -0.5, 0.5);
+}
+
+Test(gradcheck, scalar_ops) {
+  check1("abs(neg)", u_abs_neg, 2, S23, 0.2, 2);
+  check1("adds", u_adds, 2, S23, -2, 2);
+  check1("muls", u_muls, 2, S23, -2, 2);
+  check1("pows", u_pows, 2, S23, 0.5, 2);
+  check1("rsubs", u_rsubs, 2, S23, -2, 2);
+  /* Away from the clamp's corners. */
+  double vals[6] = {-1.3, -0.2, 0.1, 0.3, 0.9, 2.0};
+  d2r_tensor *in[1] = {d2r_matrix(2, 3, vals)};
+  gradcheck("clamp", u_clamp, 1, in, 1e-6);
+  d2r_release(in[0]);
+}
+
+#define B(fn) \
+  static d2r_tensor *b_##fn(d2r_tensor **x) { return fn(x[0], x[1]); }
+B(d2r_add) B(d2r_sub) B(d2r_mul) B(d2r_div) B(d2r_pow) B(d2r_maximum)
+B(d2r_minimum) B(d2r_matmul)
+
+Test(gradcheck, binary_broadcast) {
+  check2("add", b_d2r_add, 2, S23, 1, S3, -2, 2);
+  check2("sub", b_d2r_sub, 2, S21, 2, S23, -2, 2);
+  check2("mul", b_d2r_mul, 3, S234, 2, S34, -2, 2);
+  check2("div", b_d2r_div, 2, S23, 2, S21, 0.5, 2);
+  check2("pow", b_d2r_pow, 2, S23, 1, S3, 0.5, 2);
+  check2("maximum", b_d2r_maximum, 2, S23, 2, S23, -2, 2);
+  check2("minimum", b_d2r_minimum, 2, S23, 2, S23, -2, 2);
+  check2("matmul", b_d2r_matmul, 2, S34, 2, S42, -2, 2);
+  check2("matmul batched", b_d2r_matmul, 3, S234, 2, S42, -2, 2);
+  int64_t a3[3] = {2, 3, 4}, b3[3] = {2, 4, 2}, v4[1] = {4};
+  check2("matmul 3x3", b_d2r_matmul, 3, a3, 3, b3, -2, 2);
+  check2("matmul vec", b_d2r_matmul, 2, S34, 1, v4, -2, 2);
+}
+
+static d2r_tensor *r_sum(d2r_tensor **x) { return d2r_sum(x[0], 1, false); }
+static d2r_tensor *r_sumk(d2r_tensor **x) { return d2r_sum(x[0], 0, true); }
+static d2r_tensor *r_mean(d2r_tensor **x) { return d2r_mean(x[0], -1, 0); }
+static d2r_tensor *r_max(d2r_tensor **x) { return d2r_max(x[0], 1, false); }
+static d2r_tensor *r_min(d2r_tensor **x) { return d2r_min(x[0], 0, true); }
+static d2r_tensor *r_lse(d2r_tensor **x) {
+  return d2r_logsumexp(x[0], 1, false);
+}
+static d2r_tensor *r_var(d2r_tensor **x) { return d2r_var(x[0], 1, 0, 1); }
+static d2r_tensor *r_lsm(d2r_tensor **x) { return d2r_log_softmax(x[0], 1); }
+static d2r_tensor *r_sm(d2r_tensor **x) { return d2r_softmax(x[0], -1); }
+static d2r_tensor *r_sumto(d2r_tensor **x) {
+  int64_t sh[2] = {1, 4};
+  return d2r_sum_to(x[0], 2, sh);
+}
+
+Test(gradcheck, reductions) {
+  check1("sum", r_sum, 3, S234, -2, 2);
+  check1("sum keepdim", r_sumk, 3, S234, -2, 2);
+  check1("mean", r_mean, 3, S234, -2, 2);
+  check1("max", r_max, 3, S234, -2, 2);
+  check1("min", r_min, 3, S234, -2, 2);
+  check1("logsumexp", r_lse, 3, S234, -2, 2);
+  check1("var", r_var, 3, S234, -2, 2);
+  check1("log_softmax", r_lsm, 2, S34, -2, 2);
+  check1("softmax", r_sm, 2, S34, -2, 2);
+  check1("sum_to", r_sumto, 3, S234, -2, 2);
+}
+
+static d2r_tensor *v_reshape(d2r_tensor **x) {
+  int64_t sh[2] = {4, -1};
+  return d2r_reshape(x[0], 2, sh);
+}
+static d2r_tensor *v_transpose(d2r_tensor **x) {
+  /* Multiply so that the strided view feeds a computation. */
+  d2r_tensor *t = d2r_transpose(x[0], 0, 2);
+  d2r_tensor *y = d2r_square(t);
+  d2r_release(t);
+  return y;
+}
+static d2r_tensor *v_slice(d2r_tensor **x) {
+  d2r_tensor *t = d2r_slice(x[0], 2, 1, 4, 2);
+  d2r_tensor *y = d2r_exp(t);
+  d2r_release(t);
+  return y;
+}
+static d2r_tensor *v_expand(d2r_tensor **x) {
+  int64_t sh[3] = {5, 2, 3};
+  d2r_tensor *e = d2r_expand(x[0], 3, sh);
+  d2r_tensor *y = d2r_square(e);
+  d2r_release(e);
+  return y;
+}
+static d2r_tensor *v_unsq(d2r_tensor **x) {
+  d2r_tensor *u = d2r_unsqueeze(x[0], 1);
+  d2r_tensor *y = d2r_squeeze(u, 1);
+  d2r_tensor *z = d2r_mul(y, y);
+  d2r_release(u), d2r_release(y);
+  return z;
+}
+static d2r_tensor *v_take(d2r_tensor **x) {
+  double ix[4] = {2, 0, 2, 1};
+  d2r_tensor *idx = d2r_vector(4, ix);
+  d2r_tensor *r = d2r_take_rows(x[0], idx);
+  d2r_tensor *y = d2r_square(r);
+  d2r_release(idx), d2r_release(r);
+  return y;
+}
+static d2r_tensor *v_index_add(d2r_tensor **x) {
+  double ix[3] = {1, 1, 0};
+  d2r_tensor *idx = d2r_vector(3, ix);
+  d2r_tensor *r = d2r_index_add_rows(2, idx, x[0]);
+  d2r_tensor *y = d2r_square(r);
+  d2r_release(idx), d2r_release(r);
+  return y;
+}
+static d2r_tensor *v_gather(d2r_tensor **x) {
+  double ix[6] = {0, 2, 2, 1, 1, 1};
+  d2r_tensor *idx = d2r_matrix(2, 3, ix);
+  d2r_tensor *r = d2r_gather(x[0], 1, idx);
+  d2r_tensor *y = d2r_square(r);
+  d2r_release(idx), d2r_release(r);
+  return y;
+}
+static d2r_tensor *v_scatter(d2r_tensor **x) {
+  double ix[6] = {0, 2, 2, 1, 1, 1};
+  d2r_tensor *idx = d2r_matrix(2, 3, ix);
+  int64_t sh[2] = {2, 4};
+  d2r_tensor *r = d2r_scatter_add(2, sh, 1, idx, x[0]);
+  d2r_tensor *y = d2r_square(r);
+  d2r_release(idx), d2r_release(r);
+  return y;
+}
+static d2r_tensor *v_cat(d2r_tensor **x) {
+  d2r_tensor *sq = d2r_square(x[1]);
+  d2r_tensor *parts[4] = {x[0], sq, x[0], x[1]};
+  d2r_tensor *c = d2r_cat(4, parts, 1);
+  d2r_tensor *y = d2r_mul(c, c);
+  d2r_release(sq), d2r_release(c);
+  return y;
+}
+static d2r_tensor *v_where(d2r_tensor **x) {
+  double m[6] = {1, 0, 1, 0, 0, 1};
+  d2r_tensor *c = d2r_matrix(2, 3, m);
+  d2r_tensor *w = d2r_where(c, x[0], x[1]);
+  d2r_tensor *y = d2r_mul(w, w);
+  d2r_release(c), d2r_release(w);
+  return y;
+}
+
+Test(gradcheck, views_and_indexing) {
+  check1("reshape", v_reshape, 3, S234, -2, 2);
+  check1("transpose", v_transpose, 3, S234, -2, 2);
+  check1("slice", v_slice, 3, S234, -2, 2);
+  check1("expand", v_expand, 2, S23, -2, 2);
+  check1("unsqueeze", v_unsq, 2, S23, -2, 2);
+  check1("take_rows", v_take, 2, S34, -2, 2);
+  check1("index_add_rows", v_index_add, 2, S34, -2, 2);
+  check1("gather", v_gather, 2, S34, -2, 2);
+  check1("scatter_add", v_scatter, 2, S23, -2, 2);
+  check2("cat", v_cat, 2, S23, 2, S21, -2, 2);
+  check2("where", v_where, 2, S23, 1, S3, -2, 2);
+}
+
+/* A composite: a two-layer network with a log-softmax loss. */
+static d2r_tensor *mlp_loss(d2r_tensor **x) {
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *h = d2r_keep(&s, d2r_tanh(d2r_keep(&s, d2r_add(
+      d2r_keep(&s, d2r_matmul(x[0], x[1])), x[2]))));
+  d2r_tensor *lp = d2r_keep(&s, d2r_log_softmax(h, 1));
+  d2r_tensor *out = d2r_mean_all(lp);
+  d2r_scope_end(&s);
+  return out;
+}
+
+Test(gradcheck, composite_network) {
+  int64_t sx[2] = {5, 3}, sw[2] = {3, 4}, sb[1] = {4};
+  d2r_tensor *in[3] = {randt(1, 2, sx, -1, 1), randt(2, 2, sw, -1, 1),
+                       randt(3, 1, sb, -1, 1)};
+  gradcheck("mlp", mlp_loss, 3, in, 1e-6);
+  for (int i = 0; i < 3; i++) d2r_release(in[i]);
+}
