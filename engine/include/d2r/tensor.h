@@ -64,8 +64,8 @@ bool d2r_is_contiguous(const d2r_tensor *t);
 double *d2r_data(d2r_tensor *t);
 /* The value of a one-element tensor (NAN with an error otherwise). */
 double d2r_item(const d2r_tensor *t);
-/* Element at a full index (no bounds check beyond what the caller does);
- * use d2r_at for a checked read. */
+/* Reads or writes the element at a full index (one entry per dimension);
+ * an index out of range fails with a message naming the dimension. */
 int d2r_at(const d2r_tensor *t, const int64_t *index, double *out);
 int d2r_set_at(d2r_tensor *t, const int64_t *index, double value);
 /* Writes a shape like "[3, 4]" into buf (always NUL-terminated). */
@@ -146,7 +146,8 @@ d2r_tensor *d2r_clone(d2r_tensor *t);       /* a differentiable copy */
 
 /* ---- indexing (copies; differentiable in the values) ----------------- */
 
-/* Rows of t along axis 0 picked by the integer-valued 1-d tensor index. */
+/* Rows of t along axis 0 picked by the integer-valued 1-d tensor index;
+ * for a 1-d t the rows are its elements. */
 d2r_tensor *d2r_take_rows(d2r_tensor *t, const d2r_tensor *index);
 /* Adds the rows of src into a zero tensor of `rows` rows at index. */
 d2r_tensor *d2r_index_add_rows(int64_t rows, const d2r_tensor *index,

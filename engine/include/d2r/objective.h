@@ -1,0 +1,134 @@
+/*
+ * Rewards and training objectives: negative Mahalanobis rewards on
+ * vectors and on one-hot classes, the likelihood losses (cross-entropy,
+ * Gaussian NLL, MSE), reward transforms and group baselines, and the
+ * policy-gradient surrogates of METHOD.md.
+ *
+ * Everything is built from the differentiable operations of tensor.h:
+ * losses carry gradients (and second derivatives) with respect to the
+ * policy's outputs, and rewards with respect to their matrix U, so a
+ * bilevel solver can differentiate through them.
+ *
+ * Ownership and errors follow tensor.h: returned tensors are new
+ * references; tensor arguments are borrowed; a NULL tensor argument
+ * returns NULL at once and keeps the earlier message (except where a
+ * NULL is documented as allowed); any other failure returns NULL with a
+ * message in d2r_error().  Class indices are integer-valued float64.
+ */
+#ifndef D2R_OBJECTIVE_H
+#define D2R_OBJECTIVE_H
+
+#include <stdint.h>
+
+#include "d2r/dist.h"
+#include "d2r/tensor.h"
+
+/* ---- Mahalanobis rewards r_U(yhat, y) = -(yhat - y)^T U (yhat - y) --- */
+
+/*
+ * U is a 0-d (or one-element 1-d) tensor u for U = u I, a vector [n] for
+ * a diagonal U, or a matrix [n, n] used as given (a non-symmetric U acts
+ * through its symmetric part; its gradient is the outer product).  U is
+ * not checked for definiteness.  The rewards are differentiable in yhat,
+ * y and U.
+ */
+
+/* yhat [B, G, n] against y [B, n] -> [B, G]; or yhat [B, n] -> [B]. */
+d2r_tensor *d2r_mahalanobis_reward(d2r_tensor *yhat, d2r_tensor *y,
+                                   d2r_tensor *U);
+
+/* The same reward on one-hot vectors e_s, e_y of `classes` classes:
+ * samples [B, G] and labels [B] hold class indices -> [B, G].  U is as
+ * above with n = classes; the reward is -(U_ss + U_yy - U_sy - U_ys),
+ * which for U = beta I is -2 beta when s != y and 0 when s == y. */
+d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
+                              const d2r_tensor *labels, int64_t classes,
+                              d2r_tensor *U);
+
+/* ---- likelihood and regression losses (0-d results) ------------------ */
+
+/* -mean_b log softmax(logits[b])[labels[b]]: logits [B, C], labels [B]. */
+d2r_tensor *d2r_cross_entropy(d2r_tensor *logits, const d2r_tensor *labels);
+
+/* -log N(y; mean, exp(log_std)^2), shapes as d2r_gaussian_log_prob (y is
+ * [B, n] or [B, K, n] for K targets per row), reduced over the n dims by
+ * `reduce`, then averaged over every other axis: a 0-d result under
+ * D2R_REDUCE_MEAN_DIMS / D2R_REDUCE_SUM_DIMS, an [n] per-dimension NLL
+ * under D2R_REDUCE_NONE. */
+d2r_tensor *d2r_gaussian_nll(d2r_tensor *mean, d2r_tensor *log_std,
+                             d2r_tensor *y, d2r_reduce reduce);
+
+/* mean over all elements of (pred - target)^2; same shapes. */
+d2r_tensor *d2r_mse(d2r_tensor *pred, d2r_tensor *target);
+
+/* ---- reward transforms and baselines --------------------------------- */
+
+typedef enum d2r_transform {
+  D2R_TRANSFORM_NONE = 0,   /* rt = r */
+  D2R_TRANSFORM_MIN_SHIFT,  /* rt = r - min_g r ("normalize") */
+  D2R_TRANSFORM_RBF         /* rt = exp(gamma r) */
+} d2r_transform;
+
+/* Applied after the transform, within each group (row) of G rewards. */
+typedef enum d2r_baseline {
+  D2R_BASELINE_NONE = 0,
+  D2R_BASELINE_MEAN,      /* rt - mean_g rt */
+  D2R_BASELINE_MEAN_STD,  /* (rt - mean_g rt) / (std_g rt + std_eps),
+                           * std unbiased (G - 1); 0 for a group whose
+                           * rewards are all equal (GRPO) */
+  D2R_BASELINE_LOO        /* rt_g - mean of the other G - 1 (RLOO);
+                           * needs G >= 2 */
+} d2r_baseline;
+
+typedef struct d2r_pg_options {
+  d2r_transform transform;
+  double gamma;            /* RBF scale (finite) */
+  d2r_baseline baseline;
+  double std_eps;          /* >= 0, added to the group std */
+  double clip;             /* > 0: -log p clamped to [-clip, clip]; 0: off */
+} d2r_pg_options;
+
+/* No transform, no baseline, gamma 1, std_eps 1e-8, no clipping. */
+#define D2R_PG_OPTIONS_INIT \
+  {D2R_TRANSFORM_NONE, 1.0, D2R_BASELINE_NONE, 1e-8, 0.0}
+d2r_pg_options d2r_pg_options_default(void);
+
+/* Diagnostics of one surrogate evaluation (plain numbers, no graph). */
+typedef struct d2r_pg_stats {
+  double reward_mean;       /* mean raw reward */
+  double transformed_mean;  /* mean transformed reward */
+  double entropy_mean;      /* mean entropy; NAN when none was given */
+} d2r_pg_stats;
+
+/* The transformed rewards for reward [B, G]: [B, G], detached (no
+ * gradient).  opt may be NULL for the defaults.  Fails on bad options,
+ * on a reward that is not 2-d, and on LOO with G < 2. */
+d2r_tensor *d2r_pg_transform(d2r_tensor *reward, const d2r_pg_options *opt);
+
+/* ---- policy-gradient surrogates (0-d results) ------------------------ */
+
+/*
+ * REINFORCE surrogate
+ *   L = mean_gb[ -logp_gb * rt_gb ] - lambda * mean_b[ entropy_b ]
+ * logp [B, G]: differentiable log-probabilities of the drawn samples,
+ * already reduced over output dimensions by the caller's convention;
+ * reward [B, G]: detached here, so a constant for the gradient;
+ * entropy [B] (or 0-d when shared by every row): differentiable; it may
+ * be NULL when lambda == 0, and is then left out.  opt may be NULL for
+ * the defaults; stats may be NULL, and is filled on success.
+ */
+d2r_tensor *d2r_pg_surrogate(d2r_tensor *logp, d2r_tensor *reward,
+                             d2r_tensor *entropy, double lambda,
+                             const d2r_pg_options *opt,
+                             d2r_pg_stats *stats);
+
+/*
+ * Pathwise (reparameterised) surrogate L = -mean(reward) - lambda *
+ * mean(entropy), where reward (any shape) is differentiable, built from
+ * a d2r_gaussian_rsample.  entropy as in d2r_pg_surrogate (NULL allowed
+ * when lambda == 0).  stats: transformed_mean equals reward_mean.
+ */
+d2r_tensor *d2r_pathwise_surrogate(d2r_tensor *reward, d2r_tensor *entropy,
+                                   double lambda, d2r_pg_stats *stats);
+
+#endif

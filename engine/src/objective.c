@@ -1,0 +1,482 @@
+/*
+ * Mahalanobis rewards, likelihood losses, reward transforms and baselines,
+ * and the policy-gradient surrogates, all as compositions of the
+ * differentiable operations of tensor.h.
+ */
+#include "d2r/objective.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+/* ---- helpers --------------------------------------------------------- */
+
+/* d2r_class_indices with the caller's name and the argument's in front of
+ * a failure message. */
+static d2r_tensor *indices_for(const d2r_tensor *t, int64_t classes,
+                               const char *fn, const char *what)
+{
+  d2r_tensor *out = d2r_class_indices(t, classes);
+  if (!out && t) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", d2r_error());
+    d2r_fail("%s: %s: %s", fn, what, msg);
+  }
+  return out;
+}
+
+/* The kind of a reward matrix for n dimensions: 0 for a scalar u
+ * (U = u I), 1 for a diagonal [n], 2 for a full [n, n]; -1 (with a
+ * message) for anything else. */
+static int u_kind(const d2r_tensor *U, int64_t n, const char *fn)
+{
+  int nd = d2r_ndim(U);
+  if (nd == 0 || (nd == 1 && d2r_dim(U, 0) == 1))
+    return 0;
+  if (nd == 1 && d2r_dim(U, 0) == n)
+    return 1;
+  if (nd == 2 && d2r_dim(U, 0) == n && d2r_dim(U, 1) == n)
+    return 2;
+  char buf[64];
+  d2r_fail("%s: U must be a scalar, [%lld] or [%lld, %lld], got %s", fn,
+           (long long)n, (long long)n, (long long)n,
+           d2r_shape_str(U, buf, sizeof buf));
+  return -1;
+}
+
+/* ---- Mahalanobis reward on vectors ----------------------------------- */
+
+/* q = d^T U d along the last axis of d, for U of the given kind. */
+static d2r_tensor *quad_form(d2r_scope *s, d2r_tensor *d, d2r_tensor *U,
+                             int kind)
+{
+  if (kind == 0) {
+    /* u |d|^2 */
+    d2r_tensor *sq = d2r_keep(s, d2r_sum(d2r_keep(s, d2r_square(d)), -1,
+                                         false));
+    return d2r_keep(s, d2r_mul(sq, U));
+  }
+  if (kind == 1) {
+    /* sum_i U_i d_i^2 */
+    d2r_tensor *w = d2r_keep(s, d2r_mul(d2r_keep(s, d2r_square(d)), U));
+    return d2r_keep(s, d2r_sum(w, -1, false));
+  }
+  /* sum_i d_i (d U)_i = sum_ij d_j U_ji d_i, i.e. d^T U d for a row d. */
+  d2r_tensor *du = d2r_keep(s, d2r_matmul(d, U));
+  return d2r_keep(s, d2r_sum(d2r_keep(s, d2r_mul(du, d)), -1, false));
+}
+
+static bool check_reward_shapes(const d2r_tensor *yhat, const d2r_tensor *y)
+{
+  int nh = d2r_ndim(yhat);
+  if (d2r_ndim(y) == 2 && (nh == 2 || nh == 3) &&
+      d2r_dim(yhat, 0) == d2r_dim(y, 0) && d2r_dim(yhat, -1) == d2r_dim(y, 1))
+    return true;
+  char b1[64], b2[64];
+  d2r_fail("mahalanobis_reward: yhat must be [B, G, n] or [B, n] and y "
+           "[B, n], got %s and %s", d2r_shape_str(yhat, b1, sizeof b1),
+           d2r_shape_str(y, b2, sizeof b2));
+  return false;
+}
+
+d2r_tensor *d2r_mahalanobis_reward(d2r_tensor *yhat, d2r_tensor *y,
+                                   d2r_tensor *U)
+{
+  if (!yhat || !y || !U || !check_reward_shapes(yhat, y))
+    return NULL;
+  int kind = u_kind(U, d2r_dim(y, 1), "mahalanobis_reward");
+  if (kind < 0)
+    return NULL;
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *target = d2r_ndim(yhat) == 3 ? d2r_unsqueeze(y, 1)
+                                           : d2r_retain(y);
+  d2r_tensor *d = d2r_keep(&s, d2r_sub(yhat, d2r_keep(&s, target)));
+  d2r_tensor *out = d2r_neg(quad_form(&s, d, U, kind));
+  d2r_scope_end(&s);
+  return out;
+}
+
+/* ---- Mahalanobis reward on one-hot classes --------------------------- */
+
+/* v[idx] for a vector v [C] and integer-valued idx of any shape: idx's
+ * shape, differentiable in v. */
+static d2r_tensor *pick(d2r_scope *s, d2r_tensor *v, d2r_tensor *idx)
+{
+  int64_t flat_shape[1] = {-1}, col_shape[2] = {-1, 1};
+  d2r_tensor *col = d2r_keep(s, d2r_reshape(v, 2, col_shape));
+  d2r_tensor *flat = d2r_keep(s, d2r_reshape(idx, 1, flat_shape));
+  d2r_tensor *rows = d2r_keep(s, d2r_take_rows(col, flat));
+  return d2r_keep(s, d2r_reshape(rows, d2r_ndim(idx), d2r_shape(idx)));
+}
+
+/* The diagonal of a square matrix as a vector, differentiable:
+ * sum_j U_ij [i == j]. */
+static d2r_tensor *diagonal(d2r_scope *s, d2r_tensor *U)
+{
+  d2r_tensor *eye = d2r_keep(s, d2r_eye(d2r_dim(U, 0)));
+  return d2r_keep(s, d2r_sum(d2r_keep(s, d2r_mul(U, eye)), 1, false));
+}
+
+/*
+ * (e_s - e_y)^T U (e_s - e_y) = U_ss + U_yy - U_sy - U_ys for samples
+ * s [B, G] and labels y (as ycol [B, 1]); zero when s == y, which the
+ * mask `wrong` makes exact.  For a diagonal U only U_ss + U_yy remains.
+ */
+static d2r_tensor *onehot_quad(d2r_scope *s, d2r_tensor *U, int kind,
+                               d2r_tensor *smp, d2r_tensor *lab,
+                               d2r_tensor *ycol, d2r_tensor *wrong)
+{
+  if (kind == 0)
+    return d2r_keep(s, d2r_mul(wrong, d2r_keep(s, d2r_muls(U, 2.0))));
+  d2r_tensor *diag = kind == 1 ? U : diagonal(s, U);
+  d2r_tensor *q = d2r_keep(s, d2r_add(pick(s, diag, smp),
+                                      pick(s, diag, ycol)));
+  if (kind == 2) {
+    /* U_sy + U_ys = (U + U^T)_ys: row y of the symmetrised matrix. */
+    d2r_tensor *ut = d2r_keep(s, d2r_transpose(U, 0, 1));
+    d2r_tensor *w = d2r_keep(s, d2r_add(U, ut));
+    d2r_tensor *wy = d2r_keep(s, d2r_take_rows(w, lab));
+    d2r_tensor *cross = d2r_keep(s, d2r_gather(wy, 1, smp));
+    q = d2r_keep(s, d2r_sub(q, cross));
+  }
+  return d2r_keep(s, d2r_mul(wrong, q));
+}
+
+static bool check_onehot_shapes(const d2r_tensor *samples,
+                                const d2r_tensor *labels, int64_t classes)
+{
+  char b1[64], b2[64];
+  if (classes < 1) {
+    d2r_fail("onehot_reward: classes must be >= 1, got %lld",
+             (long long)classes);
+    return false;
+  }
+  if (d2r_ndim(samples) == 2 && d2r_ndim(labels) == 1 &&
+      d2r_dim(samples, 0) == d2r_dim(labels, 0))
+    return true;
+  d2r_fail("onehot_reward: samples must be [B, G] and labels [B], got %s "
+           "and %s", d2r_shape_str(samples, b1, sizeof b1),
+           d2r_shape_str(labels, b2, sizeof b2));
+  return false;
+}
+
+d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
+                              const d2r_tensor *labels, int64_t classes,
+                              d2r_tensor *U)
+{
+  const char *fn = "onehot_reward";
+  if (!samples || !labels || !U ||
+      !check_onehot_shapes(samples, labels, classes))
+    return NULL;
+  int kind = u_kind(U, classes, fn);
+  if (kind < 0)
+    return NULL;
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *smp = d2r_keep(&s, indices_for(samples, classes, fn,
+                                             "samples"));
+  d2r_tensor *lab = d2r_keep(&s, smp ? indices_for(labels, classes, fn,
+                                                   "labels") : NULL);
+  d2r_tensor *ycol = d2r_keep(&s, d2r_unsqueeze(lab, 1));
+  d2r_tensor *wrong = d2r_keep(&s, d2r_ne(smp, ycol));
+  d2r_tensor *q = wrong ? onehot_quad(&s, U, kind, smp, lab, ycol, wrong)
+                        : NULL;
+  d2r_tensor *out = d2r_neg(q);
+  d2r_scope_end(&s);
+  return out;
+}
+
+/* ---- likelihood and regression losses -------------------------------- */
+
+d2r_tensor *d2r_cross_entropy(d2r_tensor *logits, const d2r_tensor *labels)
+{
+  const char *fn = "cross_entropy";
+  if (!logits || !labels)
+    return NULL;
+  if (d2r_ndim(logits) != 2 || d2r_ndim(labels) != 1 ||
+      d2r_dim(labels, 0) != d2r_dim(logits, 0)) {
+    char b1[64], b2[64];
+    return d2r_fail("%s: logits must be [B, C] and labels [B], got %s and "
+                    "%s", fn, d2r_shape_str(logits, b1, sizeof b1),
+                    d2r_shape_str(labels, b2, sizeof b2));
+  }
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *lab = d2r_keep(&s, indices_for(labels, d2r_dim(logits, 1), fn,
+                                             "labels"));
+  d2r_tensor *ycol = d2r_keep(&s, d2r_unsqueeze(lab, 1));
+  d2r_tensor *lsm = d2r_keep(&s, ycol ? d2r_log_softmax(logits, 1) : NULL);
+  d2r_tensor *lp = d2r_keep(&s, d2r_gather(lsm, 1, ycol));
+  d2r_tensor *out = d2r_neg(d2r_keep(&s, d2r_mean_all(lp)));
+  d2r_scope_end(&s);
+  return out;
+}
+
+d2r_tensor *d2r_gaussian_nll(d2r_tensor *mean, d2r_tensor *log_std,
+                             d2r_tensor *y, d2r_reduce reduce)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *lp = d2r_keep(&s, d2r_gaussian_log_prob(mean, log_std, y,
+                                                      reduce));
+  d2r_tensor *avg;
+  if (lp && reduce == D2R_REDUCE_NONE) {
+    /* Per-dimension NLL: average every row (and target) per dimension. */
+    int64_t shape[2] = {-1, d2r_dim(lp, -1)};
+    d2r_tensor *rows = d2r_keep(&s, d2r_reshape(lp, 2, shape));
+    avg = d2r_keep(&s, d2r_mean(rows, 0, false));
+  } else {
+    avg = d2r_keep(&s, d2r_mean_all(lp));
+  }
+  d2r_tensor *out = d2r_neg(avg);
+  d2r_scope_end(&s);
+  return out;
+}
+
+d2r_tensor *d2r_mse(d2r_tensor *pred, d2r_tensor *target)
+{
+  if (!pred || !target)
+    return NULL;
+  if (!d2r_same_shape(pred, target)) {
+    char b1[64], b2[64];
+    return d2r_fail("mse: shapes differ: %s and %s",
+                    d2r_shape_str(pred, b1, sizeof b1),
+                    d2r_shape_str(target, b2, sizeof b2));
+  }
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *d = d2r_keep(&s, d2r_sub(pred, target));
+  d2r_tensor *out = d2r_mean_all(d2r_keep(&s, d2r_square(d)));
+  d2r_scope_end(&s);
+  return out;
+}
+
+/* ---- transforms and baselines ---------------------------------------- */
+
+d2r_pg_options d2r_pg_options_default(void)
+{
+  d2r_pg_options opt = D2R_PG_OPTIONS_INIT;
+  return opt;
+}
+
+static bool check_options(const d2r_pg_options *o)
+{
+  if (o->transform != D2R_TRANSFORM_NONE &&
+      o->transform != D2R_TRANSFORM_MIN_SHIFT &&
+      o->transform != D2R_TRANSFORM_RBF)
+    d2r_fail("pg options: unknown transform %d", (int)o->transform);
+  else if (o->baseline != D2R_BASELINE_NONE &&
+           o->baseline != D2R_BASELINE_MEAN &&
+           o->baseline != D2R_BASELINE_MEAN_STD &&
+           o->baseline != D2R_BASELINE_LOO)
+    d2r_fail("pg options: unknown baseline %d", (int)o->baseline);
+  else if (!isfinite(o->gamma))
+    d2r_fail("pg options: gamma must be finite, got %g", o->gamma);
+  else if (!(o->std_eps >= 0) || !isfinite(o->std_eps))
+    d2r_fail("pg options: std_eps must be >= 0, got %g", o->std_eps);
+  else if (!(o->clip >= 0))
+    d2r_fail("pg options: clip must be >= 0, got %g", o->clip);
+  else
+    return true;
+  return false;
+}
+
+static d2r_tensor *apply_transform(d2r_scope *s, d2r_tensor *r,
+                                   const d2r_pg_options *o)
+{
+  switch (o->transform) {
+  case D2R_TRANSFORM_MIN_SHIFT:
+    return d2r_keep(s, d2r_sub(r, d2r_keep(s, d2r_min(r, 1, true))));
+  case D2R_TRANSFORM_RBF:
+    return d2r_keep(s, d2r_exp(d2r_keep(s, d2r_muls(r, o->gamma))));
+  default:
+    return r;
+  }
+}
+
+/* (t - mean) / (std + eps) per row, and 0 for a row whose values are all
+ * equal: its std is 0 in exact arithmetic, while rounding in the mean
+ * could leave a tiny one that would blow the differences up. */
+static d2r_tensor *mean_std(d2r_scope *s, d2r_tensor *t, double eps)
+{
+  d2r_tensor *c = d2r_keep(s, d2r_sub(t, d2r_keep(s, d2r_mean(t, 1, true))));
+  if (d2r_dim(t, 1) < 2)
+    return c;  /* one sample: t - t = 0 exactly */
+  d2r_tensor *sd = d2r_keep(s, d2r_sqrt(d2r_keep(s, d2r_var(t, 1, true,
+                                                             1))));
+  d2r_tensor *spread = d2r_keep(s, d2r_sub(d2r_keep(s, d2r_max(t, 1, true)),
+                                           d2r_keep(s, d2r_min(t, 1, true))));
+  d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
+  d2r_tensor *one = d2r_keep(s, d2r_scalar(1.0));
+  d2r_tensor *live = d2r_keep(s, d2r_gt(spread, zero));
+  d2r_tensor *den = d2r_keep(s, d2r_where(live, d2r_keep(s, d2r_adds(sd,
+                                                                   eps)),
+                                          one));
+  d2r_tensor *z = d2r_keep(s, d2r_div(c, den));
+  return d2r_keep(s, d2r_where(live, z, zero));
+}
+
+/* t_g - (sum_k t_k - t_g) / (G - 1): each sample against the mean of the
+ * other G - 1 of its group. */
+static d2r_tensor *leave_one_out(d2r_scope *s, d2r_tensor *t)
+{
+  double g = (double)d2r_dim(t, 1);
+  d2r_tensor *sum = d2r_keep(s, d2r_sum(t, 1, true));
+  d2r_tensor *others = d2r_keep(s, d2r_sub(sum, t));
+  return d2r_keep(s, d2r_sub(t, d2r_keep(s, d2r_muls(others,
+                                                      1.0 / (g - 1.0)))));
+}
+
+static d2r_tensor *apply_baseline(d2r_scope *s, d2r_tensor *t,
+                                  const d2r_pg_options *o)
+{
+  if (!t)
+    return NULL;
+  switch (o->baseline) {
+  case D2R_BASELINE_MEAN:
+    return d2r_keep(s, d2r_sub(t, d2r_keep(s, d2r_mean(t, 1, true))));
+  case D2R_BASELINE_MEAN_STD:
+    return mean_std(s, t, o->std_eps);
+  case D2R_BASELINE_LOO:
+    return leave_one_out(s, t);
+  default:
+    return t;
+  }
+}
+
+static bool check_reward(const d2r_tensor *reward, const d2r_pg_options *o)
+{
+  char buf[64];
+  if (d2r_ndim(reward) != 2)
+    d2r_fail("pg_transform: reward must be [B, G], got %s",
+             d2r_shape_str(reward, buf, sizeof buf));
+  else if (o->baseline == D2R_BASELINE_LOO && d2r_dim(reward, 1) < 2)
+    d2r_fail("pg_transform: the leave-one-out baseline needs G >= 2, "
+             "got G = %lld", (long long)d2r_dim(reward, 1));
+  else
+    return true;
+  return false;
+}
+
+d2r_tensor *d2r_pg_transform(d2r_tensor *reward, const d2r_pg_options *opt)
+{
+  d2r_pg_options def = D2R_PG_OPTIONS_INIT;
+  const d2r_pg_options *o = opt ? opt : &def;
+  if (!reward || !check_options(o) || !check_reward(reward, o))
+    return NULL;
+  /* The rewards are constants for every gradient: work off the graph. */
+  bool was = d2r_set_grad_enabled(false);
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *r = d2r_keep(&s, d2r_detach(reward));
+  d2r_tensor *t = apply_baseline(&s, apply_transform(&s, r, o), o);
+  d2r_tensor *out = d2r_retain(t);
+  d2r_scope_end(&s);
+  d2r_set_grad_enabled(was);
+  return out;
+}
+
+/* ---- surrogates ------------------------------------------------------ */
+
+/* Mean of t as a plain number, off the graph; NAN for a NULL t. */
+static double mean_value(d2r_tensor *t)
+{
+  if (!t)
+    return NAN;
+  bool was = d2r_set_grad_enabled(false);
+  d2r_tensor *m = d2r_mean_all(t);
+  double v = m ? d2r_item(m) : NAN;
+  d2r_release(m);
+  d2r_set_grad_enabled(was);
+  return v;
+}
+
+/* The entropy argument: NULL is allowed only when lambda is 0; else it
+ * must be [B] or hold one element. */
+static bool check_entropy(const d2r_tensor *h, double lambda, int64_t b,
+                          const char *fn)
+{
+  char buf[64];
+  if (!isfinite(lambda)) {
+    d2r_fail("%s: lambda must be finite, got %g", fn, lambda);
+    return false;
+  }
+  if (!h) {
+    /* A NULL with lambda != 0 is an earlier failure, or a missing
+     * argument when no failure left a message. */
+    if (lambda != 0 && d2r_error()[0] == '\0')
+      d2r_fail("%s: entropy is NULL but lambda is %g", fn, lambda);
+    return lambda == 0;
+  }
+  if (d2r_numel(h) == 1 || b < 0 ||
+      (d2r_ndim(h) == 1 && d2r_dim(h, 0) == b))
+    return true;
+  d2r_fail("%s: entropy must be [%lld] or hold one value, got %s", fn,
+           (long long)b, d2r_shape_str(h, buf, sizeof buf));
+  return false;
+}
+
+/* loss - lambda * mean(entropy), or loss itself when the term is off. */
+static d2r_tensor *add_entropy(d2r_scope *s, d2r_tensor *loss,
+                               d2r_tensor *entropy, double lambda)
+{
+  if (!entropy || lambda == 0)
+    return loss;
+  d2r_tensor *h = d2r_keep(s, d2r_mean_all(entropy));
+  return d2r_keep(s, d2r_sub(loss, d2r_keep(s, d2r_muls(h, lambda))));
+}
+
+static bool check_logp(const d2r_tensor *logp, const d2r_tensor *reward)
+{
+  char b1[64], b2[64];
+  if (d2r_ndim(logp) == 2 && d2r_same_shape(logp, reward))
+    return true;
+  d2r_fail("pg_surrogate: logp and reward must both be [B, G], got %s and "
+           "%s", d2r_shape_str(logp, b1, sizeof b1),
+           d2r_shape_str(reward, b2, sizeof b2));
+  return false;
+}
+
+static void fill_stats(d2r_pg_stats *st, d2r_tensor *reward, d2r_tensor *rt,
+                       d2r_tensor *entropy)
+{
+  if (!st)
+    return;
+  st->reward_mean = mean_value(reward);
+  st->transformed_mean = mean_value(rt);
+  st->entropy_mean = mean_value(entropy);
+}
+
+d2r_tensor *d2r_pg_surrogate(d2r_tensor *logp, d2r_tensor *reward,
+                             d2r_tensor *entropy, double lambda,
+                             const d2r_pg_options *opt, d2r_pg_stats *stats)
+{
+  const char *fn = "pg_surrogate";
+  if (!logp || !reward || !check_logp(logp, reward) ||
+      !check_entropy(entropy, lambda, d2r_dim(logp, 0), fn))
+    return NULL;
+  d2r_pg_options def = D2R_PG_OPTIONS_INIT;
+  const d2r_pg_options *o = opt ? opt : &def;
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *rt = d2r_keep(&s, d2r_pg_transform(reward, o));
+  d2r_tensor *nlp = d2r_keep(&s, rt ? d2r_neg(logp) : NULL);
+  if (o->clip > 0)
+    nlp = d2r_keep(&s, d2r_clamp(nlp, -o->clip, o->clip));
+  d2r_tensor *pg = d2r_keep(&s, d2r_mean_all(d2r_keep(&s, d2r_mul(nlp,
+                                                                   rt))));
+  d2r_tensor *out = d2r_retain(add_entropy(&s, pg, entropy, lambda));
+  if (out)
+    fill_stats(stats, reward, rt, entropy);
+  d2r_scope_end(&s);
+  return out;
+}
+
+d2r_tensor *d2r_pathwise_surrogate(d2r_tensor *reward, d2r_tensor *entropy,
+                                   double lambda, d2r_pg_stats *stats)
+{
+  if (!reward || !check_entropy(entropy, lambda, -1, "pathwise_surrogate"))
+    return NULL;
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *loss = d2r_keep(&s, d2r_neg(d2r_keep(&s,
+                                                   d2r_mean_all(reward))));
+  d2r_tensor *out = d2r_retain(add_entropy(&s, loss, entropy, lambda));
+  if (out)
+    fill_stats(stats, reward, reward, entropy);
+  d2r_scope_end(&s);
+  return out;
+}

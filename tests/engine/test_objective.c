@@ -1,0 +1,598 @@
+/*
+ * Criterion tests of objective.h: Mahalanobis rewards (vector and one-
+ * hot) and their gradients in U, the likelihood losses, every reward
+ * transform and baseline on a small example, the PG surrogate's value,
+ * diagnostics and gradient against the REINFORCE formula and finite
+ * differences, the pathwise surrogate, and error paths.  Each test
+ * states the tolerance it compares with.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "d2r/dist.h"
+#include "d2r/objective.h"
+#include "d2r/rng.h"
+#include "d2r/tensor.h"
+
+/* 2 pi, spelled out: strict C11 has no M_PI. */
+#define TWO_PI 6.283185307179586477
+
+/* Temporaries of a test live in its scope `s`. */
+#define K(x) d2r_keep(&s, (x))
+
+static d2r_tensor *tensor2(int64_t r, int64_t c, const double *v)
+{
+  int64_t shape[2] = {r, c};
+  return d2r_from_data(2, shape, v);
+}
+
+static d2r_tensor *tensor3(int64_t a, int64_t b, int64_t c, const double *v)
+{
+  int64_t shape[3] = {a, b, c};
+  return d2r_from_data(3, shape, v);
+}
+
+static d2r_tensor *leaf(d2r_tensor *t)
+{
+  cr_assert_eq(d2r_set_requires_grad(t, true), 0, "%s", d2r_error());
+  return t;
+}
+
+/* Asserts that t holds n values within tol of want (row-major). */
+static void expect_values(d2r_tensor *t, const double *want, int64_t n,
+                          double tol, const char *what)
+{
+  cr_assert_not_null(t, "%s: %s", what, d2r_error());
+  cr_assert_eq(d2r_numel(t), n, "%s: %lld values, want %lld", what,
+               (long long)d2r_numel(t), (long long)n);
+  d2r_tensor *c = d2r_contiguous(t);
+  const double *v = d2r_data(c);
+  for (int64_t i = 0; i < n; i++)
+    cr_assert(fabs(v[i] - want[i]) <= tol,
+              "%s[%lld]: got %.17g, want %.17g (tol %g)", what,
+              (long long)i, v[i], want[i], tol);
+  d2r_release(c);
+}
+
+static void expect_error(d2r_tensor *t, const char *part)
+{
+  cr_assert_null(t, "expected a failure mentioning '%s'", part);
+  cr_assert(strstr(d2r_error(), part) != NULL,
+            "message '%s' does not mention '%s'", d2r_error(), part);
+}
+
+/* d out / d x for a scalar out (new reference). */
+static d2r_tensor *grad_of(d2r_tensor *out, d2r_tensor *x)
+{
+  d2r_tensor *g = NULL;
+  cr_assert_not_null(out, "%s", d2r_error());
+  cr_assert_eq(d2r_autograd(1, &out, NULL, 1, &x, false, false, &g), 0,
+               "%s", d2r_error());
+  return g;
+}
+
+/* ---- Mahalanobis rewards --------------------------------------------- */
+
+/* yhat [1, 2, 2] against y [1, 2]: differences d1 = (0.5, 1) and
+ * d2 = (-0.5, -2). */
+static const double YHAT[4] = {1, 2, 0, -1};
+static const double YT[2] = {0.5, 1};
+static const double UFULL[4] = {2, 0.5, 0.3, 1};
+static const double UDIAG[2] = {3, 0.5};
+
+/* By hand: u = 2: -2 (0.25 + 1), -2 (0.25 + 4); diag (3, 0.5):
+ * -(0.75 + 0.5), -(0.75 + 2); full: d^T U d = 2 d0^2 + 0.8 d0 d1 + d1^2
+ * = 1.9 and 5.3.  Tolerance 1e-12. */
+Test(objective, mahalanobis_by_hand)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *yhat = K(tensor3(1, 2, 2, YHAT)), *y = K(tensor2(1, 2, YT));
+  double ws[2] = {-2.5, -8.5}, wd[2] = {-1.25, -2.75}, wf[2] = {-1.9, -5.3};
+  d2r_tensor *r = K(d2r_mahalanobis_reward(yhat, y, K(d2r_scalar(2.0))));
+  cr_assert_eq(d2r_ndim(r), 2, "%s", d2r_error());
+  expect_values(r, ws, 2, 1e-12, "scalar");
+  double two = 2.0;  /* a one-element vector also means U = u I */
+  expect_values(K(d2r_mahalanobis_reward(yhat, y, K(d2r_vector(1, &two)))),
+                ws, 2, 1e-12, "[1]");
+  expect_values(K(d2r_mahalanobis_reward(yhat, y, K(d2r_vector(2, UDIAG)))),
+                wd, 2, 1e-12, "diagonal");
+  expect_values(K(d2r_mahalanobis_reward(yhat, y, K(tensor2(2, 2, UFULL)))),
+                wf, 2, 1e-12, "full");
+  /* yhat [B, n] gives one reward per row: the first draw alone. */
+  d2r_tensor *y2 = K(tensor2(1, 2, YHAT));
+  d2r_tensor *r2 = K(d2r_mahalanobis_reward(y2, y, K(tensor2(2, 2, UFULL))));
+  cr_assert_eq(d2r_ndim(r2), 1, "%s", d2r_error());
+  expect_values(r2, wf, 1, 1e-12, "[B, n]");
+  d2r_scope_end(&s);
+}
+
+/* Gradients of sum_g r: in U, -sum_g d d^T (full), -sum_g d_i^2
+ * (diagonal), -sum_g |d|^2 (scalar); in yhat, -(U + U^T) d.
+ * Tolerance 1e-12. */
+Test(objective, mahalanobis_gradients)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *yhat = K(leaf(tensor3(1, 2, 2, YHAT)));
+  d2r_tensor *y = K(tensor2(1, 2, YT));
+  d2r_tensor *uf = K(leaf(tensor2(2, 2, UFULL)));
+  d2r_tensor *ud = K(leaf(d2r_vector(2, UDIAG)));
+  d2r_tensor *us = K(leaf(d2r_scalar(2.0)));
+  d2r_tensor *rf = K(d2r_sum_all(K(d2r_mahalanobis_reward(yhat, y, uf))));
+  double gf[4] = {-0.5, -1.5, -1.5, -5}, gy[4] = {-2.8, -2.4, 3.6, 4.4};
+  expect_values(K(grad_of(rf, uf)), gf, 4, 1e-12, "dU full");
+  expect_values(K(grad_of(rf, yhat)), gy, 4, 1e-12, "dyhat full");
+  d2r_tensor *rd = K(d2r_sum_all(K(d2r_mahalanobis_reward(yhat, y, ud))));
+  double gd[2] = {-0.5, -5};
+  expect_values(K(grad_of(rd, ud)), gd, 2, 1e-12, "dU diagonal");
+  d2r_tensor *rs = K(d2r_sum_all(K(d2r_mahalanobis_reward(yhat, y, us))));
+  double gs[1] = {-5.5};
+  expect_values(K(grad_of(rs, us)), gs, 1, 1e-12, "du scalar");
+  d2r_scope_end(&s);
+}
+
+/* Classes: C = 4, B = 3, G = 5, with right and wrong samples. */
+static const double SMP[15] = {0, 1, 2, 3, 1, 2, 2, 0, 3, 1, 3, 0, 0, 1, 2};
+static const double LAB[3] = {1, 2, 0};
+static const double U4[16] = {2.0, 0.3, -0.2, 0.1, 0.5, 1.5, 0.4, 0.0,
+                              0.1, -0.3, 3.0, 0.2, 0.0, 0.6, 0.25, 1.0};
+static const double D4[4] = {0.5, 1, 2, 3};
+
+/* U = beta I: -2 beta for a wrong class, 0 for the right one; exact. */
+Test(objective, onehot_scalar_by_hand)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *smp = K(tensor2(3, 5, SMP)), *lab = K(d2r_vector(3, LAB));
+  d2r_tensor *r = K(d2r_onehot_reward(smp, lab, 4, K(d2r_scalar(1.5))));
+  double want[15];
+  for (int i = 0; i < 15; i++)
+    want[i] = SMP[i] == LAB[i / 5] ? 0.0 : -3.0;
+  expect_values(r, want, 15, 0.0, "beta I");
+  d2r_scope_end(&s);
+}
+
+/* The one-hot reward equals the vector reward on explicit one-hot
+ * vectors, in value and in its gradient in U, for a scalar, a diagonal
+ * and a non-symmetric full U.  Tolerance 1e-12. */
+Test(objective, onehot_matches_vector_reward)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *smp = K(tensor2(3, 5, SMP)), *lab = K(d2r_vector(3, LAB));
+  d2r_tensor *es = K(d2r_one_hot(smp, 4)), *ey = K(d2r_one_hot(lab, 4));
+  d2r_tensor *us[3] = {K(leaf(d2r_scalar(0.7))), K(leaf(d2r_vector(4, D4))),
+                       K(leaf(d2r_from_data(2, (int64_t[]){4, 4}, U4)))};
+  for (int k = 0; k < 3; k++) {
+    d2r_tensor *a = K(d2r_onehot_reward(smp, lab, 4, us[k]));
+    d2r_tensor *b = K(d2r_mahalanobis_reward(es, ey, us[k]));
+    cr_assert_not_null(b, "%s", d2r_error());
+    d2r_tensor *cb = K(d2r_contiguous(b));
+    expect_values(a, d2r_data(cb), 15, 1e-12, "reward");
+    d2r_tensor *ga = K(grad_of(K(d2r_sum_all(a)), us[k]));
+    d2r_tensor *gb = K(d2r_contiguous(K(grad_of(K(d2r_sum_all(b)),
+                                                 us[k]))));
+    expect_values(ga, d2r_data(gb), d2r_numel(gb), 1e-12, "dU");
+  }
+  d2r_scope_end(&s);
+}
+
+/* ---- likelihood losses ----------------------------------------------- */
+
+/* CE = -(1/2) [(3 - log(e + e^2 + e^3)) + (0 - log 3)], gradient
+ * (softmax - onehot) / B.  Tolerance 1e-12. */
+Test(objective, cross_entropy_by_hand)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double z[6] = {1, 2, 3, 0, 0, 0}, lab[2] = {2, 1};
+  d2r_tensor *logits = K(leaf(tensor2(2, 3, z)));
+  d2r_tensor *ce = K(d2r_cross_entropy(logits, K(d2r_vector(2, lab))));
+  double se = exp(1) + exp(2) + exp(3);
+  double want = -0.5 * ((3 - log(se)) + (0 - log(3.0)));
+  expect_values(ce, &want, 1, 1e-12, "ce");
+  double g[6] = {exp(1) / se / 2, exp(2) / se / 2, (exp(3) / se - 1) / 2,
+                 1.0 / 6, (1.0 / 3 - 1) / 2, 1.0 / 6};
+  expect_values(K(grad_of(ce, logits)), g, 6, 1e-12, "dce/dz");
+  d2r_scope_end(&s);
+}
+
+static double normal_log_pdf(double y, double mu, double ls)
+{
+  double sd = exp(ls);
+  return -0.5 * log(TWO_PI) - ls - (y - mu) * (y - mu) / (2 * sd * sd);
+}
+
+/* NLL averaged over the batch (and K targets), with each reduction over
+ * dims; MSE over all elements.  Tolerance 1e-12. */
+Test(objective, gaussian_nll_and_mse_by_hand)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double m[4] = {0, 1, 2, -1}, l[2] = {0.2, -0.3}, yv[4] = {0.5, 0.5, 1, -1};
+  d2r_tensor *mu = K(tensor2(2, 2, m)), *ls = K(d2r_vector(2, l));
+  d2r_tensor *y = K(tensor2(2, 2, yv));
+  double lp[4], sum = 0;
+  for (int i = 0; i < 4; i++)
+    sum += lp[i] = normal_log_pdf(yv[i], m[i], l[i % 2]);
+  double wm = -sum / 4, ws = -sum / 2;
+  double wn[2] = {-(lp[0] + lp[2]) / 2, -(lp[1] + lp[3]) / 2};
+  expect_values(K(d2r_gaussian_nll(mu, ls, y, D2R_REDUCE_MEAN_DIMS)), &wm, 1,
+                1e-12, "mean dims");
+  expect_values(K(d2r_gaussian_nll(mu, ls, y, D2R_REDUCE_SUM_DIMS)), &ws, 1,
+                1e-12, "sum dims");
+  expect_values(K(d2r_gaussian_nll(mu, ls, y, D2R_REDUCE_NONE)), wn, 2,
+                1e-12, "none");
+  double y3[12] = {0.5, 0.5, 1, 2, -1, 0, 1, -1, 3, 3, 2, -2};
+  double sum3 = 0;
+  for (int i = 0; i < 12; i++)
+    sum3 += normal_log_pdf(y3[i], m[2 * (i / 6) + i % 2], l[i % 2]);
+  double w3 = -sum3 / 12;
+  expect_values(K(d2r_gaussian_nll(mu, ls, K(tensor3(2, 3, 2, y3)),
+                                   D2R_REDUCE_MEAN_DIMS)), &w3, 1, 1e-12,
+                "K targets");
+  double a[4] = {1, 2, 3, 4}, b[4] = {0, 2, 5, 4}, mse = 1.25;
+  expect_values(K(d2r_mse(K(tensor2(2, 2, a)), K(tensor2(2, 2, b)))), &mse,
+                1, 1e-12, "mse");
+  d2r_scope_end(&s);
+}
+
+/* ---- transforms and baselines ---------------------------------------- */
+
+static const double R[6] = {-2, 0, -2, -1, -4, 0.5};
+
+static d2r_tensor *transformed(d2r_scope *sc, d2r_transform t,
+                               d2r_baseline b, double gamma, double eps)
+{
+  d2r_pg_options o = d2r_pg_options_default();
+  o.transform = t;
+  o.baseline = b;
+  o.gamma = gamma;
+  o.std_eps = eps;
+  d2r_tensor *r = d2r_keep(sc, tensor2(2, 3, R));
+  return d2r_keep(sc, d2r_pg_transform(r, &o));
+}
+
+/* Rewards [[-2, 0, -2], [-1, -4, 0.5]] by hand.  Tolerance 1e-12. */
+Test(objective, transforms_by_hand)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double shift[6] = {0, 2, 0, 3, 0, 4.5}, rbf[6];
+  for (int i = 0; i < 6; i++)
+    rbf[i] = exp(0.7 * R[i]);
+  expect_values(transformed(&s, D2R_TRANSFORM_NONE, D2R_BASELINE_NONE, 1, 0),
+                R, 6, 0.0, "none");
+  expect_values(transformed(&s, D2R_TRANSFORM_MIN_SHIFT, D2R_BASELINE_NONE,
+                            1, 0), shift, 6, 1e-12, "min-shift");
+  expect_values(transformed(&s, D2R_TRANSFORM_RBF, D2R_BASELINE_NONE, 0.7,
+                            0), rbf, 6, 1e-12, "rbf");
+  d2r_scope_end(&s);
+}
+
+/* Group means -4/3 and -3/2; unbiased variances 4/3 and 21/4; leave-one-
+ * out by hand: -2 - (0 - 2) / 2 = -1, and so on.  Tolerance 1e-12. */
+Test(objective, baselines_by_hand)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double mean[6] = {-2.0 / 3, 4.0 / 3, -2.0 / 3, 0.5, -2.5, 2};
+  double z[6], loo[6] = {-1, 2, -1, 0.75, -3.75, 3};
+  for (int i = 0; i < 6; i++)
+    z[i] = mean[i] / sqrt(i < 3 ? 4.0 / 3 : 21.0 / 4);
+  expect_values(transformed(&s, D2R_TRANSFORM_NONE, D2R_BASELINE_MEAN, 1,
+                            0), mean, 6, 1e-12, "mean");
+  expect_values(transformed(&s, D2R_TRANSFORM_NONE, D2R_BASELINE_MEAN_STD,
+                            1, 0), z, 6, 1e-12, "mean-std");
+  expect_values(transformed(&s, D2R_TRANSFORM_NONE, D2R_BASELINE_LOO, 1, 0),
+                loo, 6, 1e-12, "loo");
+  /* With std_eps 0.5 the denominators become std + 0.5. */
+  for (int i = 0; i < 6; i++)
+    z[i] = mean[i] / (sqrt(i < 3 ? 4.0 / 3 : 21.0 / 4) + 0.5);
+  expect_values(transformed(&s, D2R_TRANSFORM_NONE, D2R_BASELINE_MEAN_STD,
+                            1, 0.5), z, 6, 1e-12, "mean-std eps");
+  /* A shift does not move a mean baseline: min-shift + mean == mean. */
+  expect_values(transformed(&s, D2R_TRANSFORM_MIN_SHIFT, D2R_BASELINE_MEAN,
+                            1, 0), mean, 6, 1e-12, "min-shift + mean");
+  d2r_scope_end(&s);
+}
+
+/* A group of equal rewards (whose computed mean is off by rounding) gets
+ * exact zeros from MEAN_STD, even with std_eps 0; a G = 1 group too.
+ * LOO needs G >= 2. */
+Test(objective, baseline_guards)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  /* 0.7 * 3 * (1 / 3) - 0.7 = -1.1e-16: the centred values are not 0. */
+  double r[6] = {0.7, 0.7, 0.7, 1, 2, 3}, zero[3] = {0};
+  d2r_pg_options o = d2r_pg_options_default();
+  o.baseline = D2R_BASELINE_MEAN_STD;
+  o.std_eps = 0;
+  d2r_tensor *t = K(d2r_pg_transform(K(tensor2(2, 3, r)), &o));
+  expect_values(K(d2r_slice(t, 0, 0, 1, 1)), zero, 3, 0.0, "flat group");
+  cr_assert_eq(d2r_count_nonfinite(t), 0, "non-finite values");
+  expect_values(K(d2r_pg_transform(K(tensor2(3, 1, r)), &o)), zero, 3, 0.0,
+                "G = 1");
+  o.baseline = D2R_BASELINE_LOO;
+  expect_error(d2r_pg_transform(K(tensor2(3, 1, r)), &o), "G >= 2");
+  d2r_scope_end(&s);
+}
+
+/* The transformed rewards carry no gradient even from a leaf, with or
+ * without a transform. */
+Test(objective, transform_detaches)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *r = K(leaf(tensor2(2, 3, R)));
+  d2r_pg_options o = d2r_pg_options_default();
+  for (int k = 0; k < 2; k++) {
+    o.transform = k ? D2R_TRANSFORM_RBF : D2R_TRANSFORM_NONE;
+    d2r_tensor *t = K(d2r_pg_transform(r, &o));
+    cr_assert_not_null(t, "%s", d2r_error());
+    cr_assert(!d2r_requires_grad(t), "transformed rewards must be constant");
+  }
+  d2r_scope_end(&s);
+}
+
+/* ---- PG surrogate ---------------------------------------------------- */
+
+/* L = mean(-logp * rt) - lambda mean(H) with min-shift rt
+ * [[0, 2, 0], [3, 0, 4.5]]: (2 + 0.3 + 13.5) / 6 - 0.3 * 1.  dL/dlogp =
+ * -rt / 6, dL/dH = -lambda / 2, no gradient to the reward.  1e-12. */
+Test(objective, pg_surrogate_by_hand)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double lp[6] = {-0.5, -1, -2, -0.1, -0.3, -3}, h[2] = {0.9, 1.1};
+  d2r_tensor *logp = K(leaf(tensor2(2, 3, lp)));
+  d2r_tensor *rw = K(leaf(tensor2(2, 3, R)));
+  d2r_tensor *ent = K(leaf(d2r_vector(2, h)));
+  d2r_pg_options o = d2r_pg_options_default();
+  o.transform = D2R_TRANSFORM_MIN_SHIFT;
+  d2r_pg_stats st;
+  d2r_tensor *l = K(d2r_pg_surrogate(logp, rw, ent, 0.3, &o, &st));
+  double want = 15.8 / 6 - 0.3;
+  expect_values(l, &want, 1, 1e-12, "L");
+  cr_assert(fabs(st.reward_mean + 8.5 / 6) <= 1e-12, "reward mean %g",
+            st.reward_mean);
+  cr_assert(fabs(st.transformed_mean - 9.5 / 6) <= 1e-12, "rt mean %g",
+            st.transformed_mean);
+  cr_assert(fabs(st.entropy_mean - 1.0) <= 1e-12, "H mean %g",
+            st.entropy_mean);
+  cr_assert_eq(d2r_backward(l), 0, "%s", d2r_error());
+  double gl[6] = {0, -2.0 / 6, 0, -3.0 / 6, 0, -4.5 / 6};
+  double gh[2] = {-0.15, -0.15};
+  expect_values(K(d2r_grad(logp)), gl, 6, 1e-12, "dL/dlogp");
+  expect_values(K(d2r_grad(ent)), gh, 2, 1e-12, "dL/dH");
+  d2r_tensor *gr = K(d2r_grad(rw));
+  cr_assert(gr == NULL || d2r_count_nonfinite(gr) == 0, "reward gradient");
+  if (gr) {
+    double zero[6] = {0};
+    expect_values(gr, zero, 6, 0.0, "dL/dreward");
+  }
+  d2r_scope_end(&s);
+}
+
+/* Clipping -log p to [-1, 1]: values [0.1, 1, 0.5, -1], L = 2.6 / 4, and
+ * clamped entries get no gradient.  lambda = 0 with no entropy.  1e-12. */
+Test(objective, pg_surrogate_clip)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double lp[4] = {-0.1, -3, -0.5, 2}, r[4] = {1, 2, 3, 1};
+  d2r_tensor *logp = K(leaf(tensor2(1, 4, lp)));
+  d2r_pg_options o = d2r_pg_options_default();
+  o.clip = 1;
+  d2r_pg_stats st;
+  d2r_tensor *l = K(d2r_pg_surrogate(logp, K(tensor2(1, 4, r)), NULL, 0, &o,
+                                     &st));
+  double want = 0.65, g[4] = {-0.25, 0, -0.75, 0};
+  expect_values(l, &want, 1, 1e-12, "L");
+  expect_values(K(grad_of(l, logp)), g, 4, 1e-12, "dL/dlogp");
+  cr_assert(isnan(st.entropy_mean), "no entropy: NAN");
+  d2r_scope_end(&s);
+}
+
+/* A categorical policy for the REINFORCE check: B = 2, C = 3, G = 4. */
+static const double Z[6] = {0.2, -0.4, 1.0, 0.0, 0.7, -1.1};
+static const double ZS[8] = {0, 2, 1, 2, 1, 1, 0, 2};
+static const double ZL[2] = {2, 0};
+
+static d2r_tensor *reinforce_loss(d2r_tensor *logits, const double *lambda,
+                                  const d2r_pg_options *o)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *smp = K(tensor2(2, 4, ZS));
+  d2r_tensor *r = K(d2r_onehot_reward(smp, K(d2r_vector(2, ZL)), 3,
+                                      K(d2r_scalar(1.5))));
+  d2r_tensor *lp = K(d2r_categorical_log_prob(logits, smp));
+  d2r_tensor *h = K(d2r_categorical_entropy(logits));
+  d2r_tensor *l = d2r_pg_surrogate(lp, r, h, *lambda, o, NULL);
+  d2r_scope_end(&s);
+  return l;
+}
+
+/* The REINFORCE gradient by hand:
+ *   dL/dz_bj = sum_g -rt_bg a_bg ([j == s_bg] - p_bj) / (B G)
+ *              + lambda p_bj (log p_bj + H_b) / B,
+ * a_bg = 0 where clipping holds -log p fixed, else 1; rt from
+ * d2r_pg_transform (checked above). */
+static void reinforce_by_hand(d2r_tensor *rt, double lambda, double clip,
+                              double *grad)
+{
+  d2r_tensor *c = d2r_contiguous(rt);
+  const double *t = d2r_data(c);
+  for (int b = 0; b < 2; b++) {
+    double sum = 0, p[3], h = 0;
+    for (int j = 0; j < 3; j++)
+      sum += exp(Z[3 * b + j]);
+    for (int j = 0; j < 3; j++) {
+      p[j] = exp(Z[3 * b + j]) / sum;
+      h -= p[j] * log(p[j]);
+    }
+    for (int j = 0; j < 3; j++) {
+      double g = lambda * p[j] * (log(p[j]) + h) / 2;
+      for (int k = 0; k < 4; k++) {
+        int sk = (int)ZS[4 * b + k];
+        double a = clip > 0 && -log(p[sk]) >= clip ? 0 : 1;
+        g -= t[4 * b + k] * a * ((sk == j) - p[j]) / 8;
+      }
+      grad[3 * b + j] = g;
+    }
+  }
+  d2r_release(c);
+}
+
+/* Central differences of L in each logit, step 1e-5. */
+static void reinforce_numeric(double lambda, const d2r_pg_options *o,
+                              double *grad)
+{
+  bool was = d2r_set_grad_enabled(false);
+  for (int i = 0; i < 6; i++) {
+    double z[6], f[2];
+    for (int side = 0; side < 2; side++) {
+      memcpy(z, Z, sizeof z);
+      z[i] += side ? -1e-5 : 1e-5;
+      d2r_tensor *t = tensor2(2, 3, z);
+      d2r_tensor *l = reinforce_loss(t, &lambda, o);
+      cr_assert_not_null(l, "%s", d2r_error());
+      f[side] = d2r_item(l);
+      d2r_release(l);
+      d2r_release(t);
+    }
+    grad[i] = (f[0] - f[1]) / 2e-5;
+  }
+  d2r_set_grad_enabled(was);
+}
+
+/* For each transform, baseline and clipping: autodiff gradient of the
+ * surrogate against the REINFORCE formula (1e-12) and against central
+ * differences (1e-8: truncation ~ h^2, rounding ~ 1e-16 / h). */
+Test(objective, pg_gradient_is_reinforce)
+{
+  struct { d2r_transform t; d2r_baseline b; double clip; } cases[] = {
+    {D2R_TRANSFORM_NONE, D2R_BASELINE_NONE, 0},
+    {D2R_TRANSFORM_MIN_SHIFT, D2R_BASELINE_NONE, 0},
+    {D2R_TRANSFORM_RBF, D2R_BASELINE_NONE, 0},
+    {D2R_TRANSFORM_NONE, D2R_BASELINE_MEAN, 0},
+    {D2R_TRANSFORM_NONE, D2R_BASELINE_MEAN_STD, 0},
+    {D2R_TRANSFORM_NONE, D2R_BASELINE_LOO, 0},
+    {D2R_TRANSFORM_MIN_SHIFT, D2R_BASELINE_NONE, 1.0},
+  };
+  double lambda = 0.2;
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    d2r_scope s = D2R_SCOPE_INIT;
+    d2r_pg_options o = d2r_pg_options_default();
+    o.transform = cases[k].t;
+    o.baseline = cases[k].b;
+    o.gamma = 0.4;
+    o.clip = cases[k].clip;
+    d2r_tensor *logits = K(leaf(tensor2(2, 3, Z)));
+    d2r_tensor *l = K(reinforce_loss(logits, &lambda, &o));
+    d2r_tensor *g = K(grad_of(l, logits));
+    d2r_tensor *smp = K(tensor2(2, 4, ZS));
+    d2r_tensor *r = K(d2r_onehot_reward(smp, K(d2r_vector(2, ZL)), 3,
+                                        K(d2r_scalar(1.5))));
+    double hand[6], num[6];
+    reinforce_by_hand(K(d2r_pg_transform(r, &o)), lambda, o.clip, hand);
+    reinforce_numeric(lambda, &o, num);
+    expect_values(g, hand, 6, 1e-12, "REINFORCE formula");
+    expect_values(g, num, 6, 1e-8, "finite differences");
+    d2r_scope_end(&s);
+  }
+}
+
+/* ---- pathwise surrogate ---------------------------------------------- */
+
+/* r = -u |mu + sigma eps - y|^2 (B = 1, G = 3, n = 2), H shared:
+ *   L = u mean_g |d_g|^2 - lambda H,  dL/dmu = 2 u mean_g d_g,
+ *   dL/dlog_std_i = 2 u mean_g d_gi (y_gi - mu_i) - lambda / n,
+ *   d/du dL/dmu = 2 mean_g d_g (a mixed second derivative).  1e-12. */
+Test(objective, pathwise_surrogate)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double m[2] = {0.3, -0.2}, l[2] = {-0.5, 0.25}, yt[2] = {1, 0.5};
+  double lambda = 0.4, u = 0.8;
+  d2r_rng *rng = d2r_rng_new(17);
+  d2r_tensor *mu = K(leaf(tensor2(1, 2, m))), *ls = K(leaf(d2r_vector(2, l)));
+  d2r_tensor *uu = K(leaf(d2r_scalar(u)));
+  d2r_tensor *yh = K(d2r_gaussian_rsample(rng, mu, ls, 3));
+  d2r_tensor *r = K(d2r_mahalanobis_reward(yh, K(tensor2(1, 2, yt)), uu));
+  d2r_tensor *h = K(d2r_gaussian_entropy(ls, D2R_REDUCE_MEAN_DIMS));
+  d2r_pg_stats st;
+  d2r_tensor *loss = K(d2r_pathwise_surrogate(r, h, lambda, &st));
+  cr_assert_not_null(loss, "%s", d2r_error());
+  d2r_tensor *cy = K(d2r_contiguous(yh));
+  const double *v = d2r_data(cy);
+  double sq = 0, gm[2] = {0}, gs[2], mix[2] = {0};
+  for (int i = 0; i < 6; i++) {
+    double d = v[i] - yt[i % 2];
+    sq += d * d / 3;
+    gm[i % 2] += 2 * u * d / 3;
+    mix[i % 2] += 2 * d / 3;
+  }
+  for (int k = 0; k < 2; k++) {
+    gs[k] = -lambda / 2;
+    for (int g = 0; g < 3; g++)
+      gs[k] += 2 * u * (v[2 * g + k] - yt[k]) * (v[2 * g + k] - m[k]) / 3;
+  }
+  double hv = 0.5 * log(TWO_PI * exp(1.0)) + (l[0] + l[1]) / 2;
+  double want = u * sq - lambda * hv;
+  expect_values(loss, &want, 1, 1e-12, "L");
+  cr_assert(fabs(st.reward_mean + u * sq) <= 1e-12, "stats %g",
+            st.reward_mean);
+  d2r_tensor *in[2] = {mu, ls}, *g[2];
+  cr_assert_eq(d2r_autograd(1, &loss, NULL, 2, in, true, false, g), 0, "%s",
+               d2r_error());
+  K(g[0]);
+  K(g[1]);
+  expect_values(g[0], gm, 2, 1e-12, "dL/dmu");
+  expect_values(g[1], gs, 2, 1e-12, "dL/dlog_std");
+  d2r_tensor *gsum = K(d2r_sum_all(g[0]));
+  cr_assert_not_null(gsum, "%s", d2r_error());
+  d2r_tensor *du = K(grad_of(gsum, uu));
+  double wmix = mix[0] + mix[1];
+  expect_values(du, &wmix, 1, 1e-12, "d/du sum dL/dmu");
+  d2r_rng_free(rng);
+  d2r_scope_end(&s);
+}
+
+/* ---- errors ---------------------------------------------------------- */
+
+Test(objective, errors)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *r = K(tensor2(2, 3, R)), *lp = K(tensor2(2, 3, R));
+  d2r_tensor *h = K(d2r_vector(2, R)), *y = K(tensor2(1, 2, YT));
+  d2r_tensor *yhat = K(tensor3(1, 2, 2, YHAT));
+  expect_error(d2r_pg_surrogate(lp, K(tensor2(3, 2, R)), h, 0.1, NULL,
+                                NULL), "[B, G]");
+  expect_error(d2r_pg_surrogate(lp, r, K(d2r_vector(3, R)), 0.1, NULL,
+                                NULL), "entropy");
+  d2r_clear_error();
+  expect_error(d2r_pg_surrogate(lp, r, NULL, 0.1, NULL, NULL), "lambda");
+  cr_assert_not_null(K(d2r_pg_surrogate(lp, r, NULL, 0, NULL, NULL)), "%s",
+                     d2r_error());
+  d2r_pg_options o = d2r_pg_options_default();
+  o.gamma = NAN;
+  expect_error(d2r_pg_transform(r, &o), "gamma");
+  o = d2r_pg_options_default();
+  o.clip = -1;
+  expect_error(d2r_pg_surrogate(lp, r, h, 0.1, &o, NULL), "clip");
+  o = d2r_pg_options_default();
+  o.transform = (d2r_transform)9;
+  expect_error(d2r_pg_transform(r, &o), "transform");
+  expect_error(d2r_pg_transform(h, NULL), "[B, G]");
+  expect_error(d2r_mahalanobis_reward(yhat, y, K(d2r_vector(3, R))), "U");
+  expect_error(d2r_mahalanobis_reward(yhat, K(tensor2(2, 1, YT)),
+                                      K(d2r_scalar(1))), "yhat");
+  double bad[2] = {0, 4};
+  expect_error(d2r_onehot_reward(K(tensor2(2, 1, LAB)), K(d2r_vector(2, bad)),
+                                 4, K(d2r_scalar(1))), "labels");
+  expect_error(d2r_cross_entropy(K(tensor2(2, 3, R)),
+                                 K(d2r_vector(2, (double[]){0, 0.5}))),
+               "not an integer");
+  expect_error(d2r_mse(K(tensor2(2, 3, R)), K(tensor2(3, 2, R))), "shapes");
+  d2r_fail("earlier failure");
+  expect_error(d2r_pg_surrogate(NULL, r, h, 0.1, NULL, NULL),
+               "earlier failure");
+  expect_error(d2r_pg_surrogate(lp, r, NULL, 0.1, NULL, NULL),
+               "earlier failure");
+  expect_error(d2r_onehot_reward(NULL, h, 2, K(d2r_scalar(1))),
+               "earlier failure");
+  expect_error(d2r_gaussian_nll(NULL, h, r, D2R_REDUCE_NONE),
+               "earlier failure");
+  d2r_scope_end(&s);
+}
