@@ -166,6 +166,19 @@ static int pass(int nout, d2r_tensor *const *outputs,
   return rc;
 }
 
+/* A leaf's .grad is written in place by optimisers and clipping, so it
+ * must not share its storage with another gradient (backward rules pass
+ * the same tensor to several inputs) or be a broadcast view. */
+static d2r_tensor *private_copy(d2r_tensor *g) {
+  if (g->refs == 1 && g->st->refs == 1 && d2r_is_contiguous(g) &&
+      g->offset == 0 && g->numel == g->st->size)
+    return d2r_retain(g);
+  bool was = d2r_set_grad_enabled(false);
+  d2r_tensor *c = d2r_clone(g);
+  d2r_set_grad_enabled(was);
+  return c;
+}
+
 int d2r_backward(d2r_tensor *loss) {
   if (!loss) return -1;
   if (!d2r_needs_grad(loss)) {
@@ -179,8 +192,8 @@ int d2r_backward(d2r_tensor *loss) {
     d2r_tensor *t = seen.items[i];
     if (!t->leaf_grad || !t->acc) continue;
     if (!t->grad) {
-      t->grad = t->acc;
-      t->acc = NULL;
+      t->grad = private_copy(t->acc);
+      if (!t->grad) rc = -1;
     } else {
       d2r_tensor *sum = d2r_add(t->grad, t->acc);
       if (!sum) rc = -1;

@@ -34,8 +34,9 @@ d2r_tensor *d2r_rand_normal(d2r_rng *r, int ndim, const int64_t *shape,
                             double mean, double std);
 /* A random permutation of 0..n-1 as a 1-d tensor. */
 d2r_tensor *d2r_rand_permutation(d2r_rng *r, int64_t n);
-/* For each row of probs ([B, C], rows summing to 1, non-negative), draws
- * `draws` class indices: result [B, draws]. */
+/* For each row of probs ([B, C], non-negative weights with a positive
+ * sum; each row is divided by its sum), draws `draws` class indices:
+ * result [B, draws]. */
 d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
                                  int64_t draws);
 

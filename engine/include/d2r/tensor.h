@@ -3,7 +3,8 @@
  *
  * A tensor is a dense float64 n-d array (up to D2R_MAXDIM dimensions) that
  * views a reference-counted storage through a shape, strides and an offset.
- * Integer data (class labels, sample indices) is stored as exact float64.
+ * Strides count elements, not bytes.  Integer data (class labels, sample
+ * indices) is stored as exact float64.
  *
  * Ownership.  Every function that returns a d2r_tensor * returns a new
  * reference that the caller must give back with d2r_release().  Tensor
@@ -97,7 +98,8 @@ d2r_tensor *d2r_matrix(int64_t rows, int64_t cols, const double *data);
 int d2r_set_requires_grad(d2r_tensor *t, bool requires);
 bool d2r_requires_grad(const d2r_tensor *t);
 /* The gradient accumulated by d2r_backward (new reference), or NULL
- * without an error if there is none yet. */
+ * without an error if there is none yet.  It is contiguous and owns its
+ * storage, so optimisers may update it in place. */
 d2r_tensor *d2r_grad(const d2r_tensor *t);
 void d2r_zero_grad(d2r_tensor *t);       /* drops the accumulated gradient */
 /* Name of the operation that produced t, or NULL for a leaf. */
