@@ -353,7 +353,7 @@ d2r_table *d2r_csv_read(const char *path, const char *label_column) {
   if (!path)
     return d2r_fail("csv_read: no path given");
   csv c = {.path = path};
-  size_t size;
+  size_t size = 0;
   c.text = slurp(path, &size);
   if (!c.text)
     return NULL;
