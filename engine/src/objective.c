@@ -360,10 +360,13 @@ d2r_tensor *d2r_pg_transform(d2r_tensor *reward, const d2r_pg_options *opt)
   const d2r_pg_options *o = opt ? opt : &def;
   if (!reward || !check_options(o) || !check_reward(reward, o))
     return NULL;
-  /* The rewards are constants for every gradient: work off the graph. */
-  bool was = d2r_set_grad_enabled(false);
+  /* The rewards are constants for every gradient (work off the graph),
+   * unless the caller differentiates through the reward's parameters. */
+  bool was = d2r_set_grad_enabled(o->reward_grad &&
+                                  d2r_grad_enabled());
   d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *r = d2r_keep(&s, d2r_detach(reward));
+  d2r_tensor *r = d2r_keep(&s, o->reward_grad ? d2r_retain(reward)
+                                              : d2r_detach(reward));
   d2r_tensor *t = apply_baseline(&s, apply_transform(&s, r, o), o);
   d2r_tensor *out = d2r_retain(t);
   d2r_scope_end(&s);

@@ -86,11 +86,16 @@ typedef struct d2r_pg_options {
   d2r_baseline baseline;
   double std_eps;          /* >= 0, added to the group std */
   double clip;             /* > 0: -log p clamped to [-clip, clip]; 0: off */
+  /* Keep the reward's graph instead of detaching it.  Samples carry no
+   * gradient, so the policy gradient is the same either way; what this
+   * adds is the reward's dependence on learnable reward parameters, which
+   * the mixed second derivative of the bilevel solvers needs. */
+  bool reward_grad;
 } d2r_pg_options;
 
 /* No transform, no baseline, gamma 1, std_eps 1e-8, no clipping. */
 #define D2R_PG_OPTIONS_INIT \
-  {D2R_TRANSFORM_NONE, 1.0, D2R_BASELINE_NONE, 1e-8, 0.0}
+  {D2R_TRANSFORM_NONE, 1.0, D2R_BASELINE_NONE, 1e-8, 0.0, false}
 d2r_pg_options d2r_pg_options_default(void);
 
 /* Diagnostics of one surrogate evaluation (plain numbers, no graph). */
@@ -101,7 +106,7 @@ typedef struct d2r_pg_stats {
 } d2r_pg_stats;
 
 /* The transformed rewards for reward [B, G]: [B, G], detached (no
- * gradient).  opt may be NULL for the defaults.  Fails on bad options,
+ * gradient) unless opt->reward_grad is set.  opt may be NULL for the defaults.  Fails on bad options,
  * on a reward that is not 2-d, and on LOO with G < 2. */
 d2r_tensor *d2r_pg_transform(d2r_tensor *reward, const d2r_pg_options *opt);
 
@@ -112,7 +117,8 @@ d2r_tensor *d2r_pg_transform(d2r_tensor *reward, const d2r_pg_options *opt);
  *   L = mean_gb[ -logp_gb * rt_gb ] - lambda * mean_b[ entropy_b ]
  * logp [B, G]: differentiable log-probabilities of the drawn samples,
  * already reduced over output dimensions by the caller's convention;
- * reward [B, G]: detached here, so a constant for the gradient;
+ * reward [B, G]: detached here, so a constant for the gradient (unless
+ * opt->reward_grad);
  * entropy [B] (or 0-d when shared by every row): differentiable; it may
  * be NULL when lambda == 0, and is then left out.  opt may be NULL for
  * the defaults; stats may be NULL, and is filled on success.
