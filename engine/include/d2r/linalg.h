@@ -16,17 +16,18 @@
  * earlier message.  Messages count matrices of a batch, rows and columns
  * from 1.
  *
- * Factorisations (cholesky, solve, inverse, logdet, slogdet, spd_check)
- * fail on NaN or infinite entries.  solve, inverse, logdet and slogdet
- * also fail on a matrix that is singular to working precision: an exact
- * zero pivot, or a LAPACK estimate of the reciprocal condition number
- * (dgecon, 1-norm) below DBL_EPSILON.
+ * The factorising operations (cholesky, logdet_spd, solve, inverse,
+ * logdet, slogdet) fail on a matrix with a NaN or infinite entry, naming
+ * it.  Those built on LU (solve, inverse, logdet, slogdet) also fail on a
+ * matrix that is singular to working precision: an exact zero pivot, or
+ * a LAPACK estimate (dgecon, 1-norm) of the reciprocal condition number
+ * below DBL_EPSILON.
  *
  * Gradients.  Every operation records its backward rule written with
  * these same differentiable operations, so gradients can be
- * differentiated again.  Where a function reads only part of its input
- * (one triangle, the symmetric part), its gradient is that of the
- * function actually computed, with zeros for the entries it ignores.
+ * differentiated again.  Where a function reads only part of its input,
+ * its gradient is that of the function actually computed: zero on a
+ * triangle that is not read, symmetric where only (A + A^T) / 2 is used.
  */
 #ifndef D2R_LINALG_H
 #define D2R_LINALG_H
@@ -80,7 +81,7 @@ d2r_tensor *d2r_inverse(d2r_tensor *a);
 /*
  * log det A for a symmetric positive definite A, as 2 sum log diag L with
  * L = cholesky(A): a 0-d tensor for [n, n], [b] for [b, n, n].  Errors
- * as d2r_cholesky; the gradient is sym(A^-1).
+ * as d2r_cholesky; the gradient is sym(A)^-1 (A^-1 for a symmetric A).
  */
 d2r_tensor *d2r_logdet_spd(d2r_tensor *a);
 
