@@ -16,51 +16,11 @@
 
 /* ---- class indices --------------------------------------------------- */
 
-/* Steps a row-major multi-index over shape; false after the last one. */
-static bool next_index(int ndim, const int64_t *shape, int64_t *idx)
-{
-  for (int k = ndim - 1; k >= 0; k--) {
-    if (++idx[k] < shape[k])
-      return true;
-    idx[k] = 0;
-  }
-  return false;
-}
-
-/* Reads t into buf (numel values, row-major), checking each value. */
-static bool read_indices(const d2r_tensor *t, int64_t classes, double *buf)
-{
-  int64_t idx[D2R_MAXDIM] = {0};
-  int64_t n = d2r_numel(t);
-  for (int64_t i = 0; i < n; i++) {
-    double v;
-    if (d2r_at(t, idx, &v) != 0)
-      return false;
-    if (!(v >= 0 && v < (double)classes && v == floor(v))) {
-      d2r_fail("class index %g at element %lld is not an integer in "
-               "[0, %lld)", v, (long long)i, (long long)classes);
-      return false;
-    }
-    buf[i] = v;
-    next_index(d2r_ndim(t), d2r_shape(t), idx);
-  }
-  return true;
-}
-
 d2r_tensor *d2r_class_indices(const d2r_tensor *t, int64_t classes)
 {
-  if (!t)
+  if (!t || d2r_check_index(t, classes, "class index") < 0)
     return NULL;
-  int64_t n = d2r_numel(t);
-  double *buf = malloc((size_t)(n > 0 ? n : 1) * sizeof *buf);
-  if (!buf)
-    return d2r_fail("class_indices: out of memory");
-  d2r_tensor *out = NULL;
-  if (read_indices(t, classes, buf))
-    out = d2r_ndim(t) == 0 ? d2r_scalar(buf[0])
-                           : d2r_from_data(d2r_ndim(t), d2r_shape(t), buf);
-  free(buf);
-  return out;
+  return d2r_contiguous((d2r_tensor *)t);
 }
 
 /* d2r_class_indices with the caller's name and the argument's in front of

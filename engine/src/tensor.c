@@ -30,12 +30,12 @@ void *d2r_fail(const char *fmt, ...) {
 /* ---- storage and references ------------------------------------------ */
 
 static d2r_storage *storage_new(int64_t size) {
-  d2r_storage *st = malloc(sizeof *st);
+  d2r_storage *st = d2r_alloc_storage();
   if (!st) return d2r_fail("out of memory allocating a tensor");
   /* A zero-size tensor still gets a valid pointer. */
-  st->data = malloc((size_t)(size > 0 ? size : 1) * sizeof(double));
+  st->data = d2r_alloc_block(size);
   if (!st->data) {
-    free(st);
+    d2r_free_storage(st);
     return d2r_fail("out of memory allocating %lld doubles",
                     (long long)size);
   }
@@ -46,8 +46,8 @@ static d2r_storage *storage_new(int64_t size) {
 
 static void storage_release(d2r_storage *st) {
   if (st && --st->refs == 0) {
-    free(st->data);
-    free(st);
+    d2r_free_block(st->data, st->size);
+    d2r_free_storage(st);
   }
 }
 
@@ -59,7 +59,7 @@ d2r_tensor *d2r_retain(d2r_tensor *t) {
 static void node_free(d2r_node *n) {
   for (int i = 0; i < n->nin; i++) d2r_release(n->in[i]);
   d2r_release(n->aux);
-  free(n);
+  d2r_free_node(n);
 }
 
 /*
@@ -83,7 +83,7 @@ void d2r_release(d2r_tensor *t) {
     if (x->node) node_free(x->node);
     d2r_release(x->grad);
     storage_release(x->st);
-    free(x);
+    d2r_free_tensor(x);
   }
   freeing = false;
 }
@@ -128,7 +128,7 @@ static int64_t count(int ndim, const int64_t *shape) {
 }
 
 static d2r_tensor *tensor_alloc(void) {
-  d2r_tensor *t = calloc(1, sizeof *t);
+  d2r_tensor *t = d2r_alloc_tensor();
   if (!t) return d2r_fail("out of memory allocating a tensor");
   t->refs = 1;
   return t;
@@ -144,7 +144,7 @@ d2r_tensor *d2r_new(int ndim, const int64_t *shape) {
   t->numel = count(ndim, shape);
   t->st = storage_new(t->numel);
   if (!t->st) {
-    free(t);
+    d2r_free_tensor(t);
     return NULL;
   }
   return t;
@@ -301,6 +301,8 @@ d2r_tensor *d2r_arange(double start, double stop, double step) {
   if (step == 0 || !isfinite(start) || !isfinite(stop) || !isfinite(step))
     return d2r_fail("arange: step must be non-zero and bounds finite");
   double span = ceil((stop - start) / step);
+  if (span > (double)(INT64_C(1) << 50))
+    return d2r_fail("arange: %g elements is too many", span);
   int64_t n = span > 0 ? (int64_t)span : 0;
   d2r_tensor *t = d2r_new(1, &n);
   if (t)
@@ -381,7 +383,7 @@ d2r_tensor *d2r_record(d2r_tensor *out, const char *name, d2r_backward_fn bw,
   bool any = false;
   for (int i = 0; i < nin; i++) any = any || d2r_needs_grad(in[i]);
   if (!any) return out;
-  d2r_node *n = calloc(1, sizeof *n);
+  d2r_node *n = d2r_alloc_node();
   if (!n) {
     d2r_release(out);
     return d2r_fail("%s: out of memory recording the graph", name);

@@ -57,6 +57,17 @@ struct d2r_tensor {
   d2r_tensor *next;
 };
 
+/* Allocation through the per-thread caches of alloc.c (zeroed objects;
+ * blocks of `size` doubles, uninitialised). */
+d2r_tensor *d2r_alloc_tensor(void);
+void d2r_free_tensor(d2r_tensor *t);
+d2r_node *d2r_alloc_node(void);
+void d2r_free_node(d2r_node *n);
+d2r_storage *d2r_alloc_storage(void);
+void d2r_free_storage(d2r_storage *s);
+double *d2r_alloc_block(int64_t size);
+void d2r_free_block(double *data, int64_t size);
+
 /* A fresh contiguous tensor with uninitialised data. */
 d2r_tensor *d2r_new(int ndim, const int64_t *shape);
 /* A view of t's storage with its own shape and strides. */

@@ -4,6 +4,7 @@
  * its backward rule next to it, written with differentiable ops.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -274,18 +275,25 @@ d2r_tensor *d2r_expand(d2r_tensor *t, int ndim, const int64_t *shape) {
 
 /* ---- row gather and its adjoint ------------------------------------------ */
 
-static bool check_index(const d2r_tensor *idx, int64_t bound,
-                        const char *fn) {
+int d2r_check_index(const d2r_tensor *idx, int64_t bound, const char *fn) {
+  if (!idx) return -1;
   d2r_tensor *x = (d2r_tensor *)idx;
+  bool flat = d2r_is_contiguous(x);
+  const double *p = flat ? d2r_data(x) : NULL;
   for (int64_t i = 0; i < x->numel; i++) {
-    double v = *d2r_ptr_at(x, i);
+    double v = flat ? p[i] : *d2r_ptr_at(x, i);
     if (!(v >= 0 && v < (double)bound) || v != floor(v)) {
-      d2r_fail("%s: index %g at position %lld is not an integer in "
-               "[0, %lld)", fn, v, (long long)i, (long long)bound);
-      return false;
+      d2r_fail("%s %g at element %lld is not an integer in [0, %lld)", fn,
+               v, (long long)i + 1, (long long)bound);
+      return -1;
     }
   }
-  return true;
+  return 0;
+}
+
+static bool check_index(const d2r_tensor *idx, int64_t bound,
+                        const char *fn) {
+  return d2r_check_index(idx, bound, fn) == 0;
 }
 
 static int bw_take_rows(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
@@ -303,7 +311,7 @@ d2r_tensor *d2r_take_rows(d2r_tensor *t, const d2r_tensor *index) {
   if (t->ndim < 1) return d2r_fail("take_rows: a 0-d tensor has no rows");
   if (index->ndim != 1)
     return d2r_fail("take_rows: index must be 1-d, got %d-d", index->ndim);
-  if (!check_index(index, t->shape[0], "take_rows")) return NULL;
+  if (!check_index(index, t->shape[0], "take_rows: index")) return NULL;
   d2r_tensor *src = d2r_contiguous(t);
   if (!src) return NULL;
   int64_t sh[D2R_MAXDIM];
@@ -332,7 +340,7 @@ d2r_tensor *d2r_index_add_rows(int64_t rows, const d2r_tensor *index,
   if (!index || !src) return NULL;
   if (index->ndim != 1 || src->ndim < 1 || src->shape[0] != index->numel)
     return d2r_fail("index_add_rows: src needs one row per index entry");
-  if (!check_index(index, rows, "index_add_rows")) return NULL;
+  if (!check_index(index, rows, "index_add_rows: index")) return NULL;
   int64_t sh[D2R_MAXDIM];
   memcpy(sh, src->shape, sizeof sh);
   sh[0] = rows;
@@ -370,21 +378,45 @@ static bool gather_check(const d2r_tensor *big, int a, const d2r_tensor *idx,
                (long long)idx->shape[i], (long long)big->shape[i], i + 1);
       return false;
     }
-  return check_index(idx, big->shape[a], fn);
+  char what[64];
+  snprintf(what, sizeof what, "%s: index", fn);
+  return check_index(idx, big->shape[a], what);
 }
 
-/* Flat row-major offset into a contiguous tensor of shape `shape` for the
- * position `flat` of idx, with the axis coordinate replaced by the index. */
-static int64_t gather_offset(const d2r_tensor *idx, const int64_t *shape,
-                             int a, int64_t flat, int64_t k) {
-  int64_t off = 0, mul = 1;
-  for (int d = idx->ndim - 1; d >= 0; d--) {
-    int64_t c = flat % idx->shape[d];
-    flat /= idx->shape[d];
-    off += (d == a ? k : c) * mul;
-    mul *= shape[d];
+/* Walks the positions of an index tensor in row-major order, keeping the
+ * offset in a contiguous tensor of shape `shape` of the same position
+ * with the axis coordinate set to 0; the element picked by index value k
+ * is at base + k * axis_stride. */
+typedef struct {
+  int nd, axis;
+  const int64_t *ishape;
+  int64_t stride[D2R_MAXDIM];   /* strides of the big tensor */
+  int64_t idx[D2R_MAXDIM];
+  int64_t base, axis_stride;
+} gather_walk;
+
+static void walk_init(gather_walk *w, const d2r_tensor *index,
+                      const int64_t *shape, int axis) {
+  w->nd = index->ndim;
+  w->axis = axis;
+  w->ishape = index->shape;
+  int64_t s = 1;
+  for (int d = w->nd - 1; d >= 0; d--) {
+    w->stride[d] = s;
+    w->idx[d] = 0;
+    s *= shape[d];
   }
-  return off;
+  w->base = 0;
+  w->axis_stride = w->stride[axis];
+}
+
+static void walk_next(gather_walk *w) {
+  for (int d = w->nd - 1; d >= 0; d--) {
+    if (d != w->axis) w->base += w->stride[d];
+    if (++w->idx[d] < w->ishape[d]) return;
+    if (d != w->axis) w->base -= w->stride[d] * w->ishape[d];
+    w->idx[d] = 0;
+  }
 }
 
 static int bw_gather(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
@@ -408,11 +440,19 @@ d2r_tensor *d2r_gather(d2r_tensor *t, int axis, const d2r_tensor *index) {
     d2r_release(src);
     return NULL;
   }
-  const double *from = d2r_data(src);
-  for (int64_t i = 0; i < index->numel; i++) {
-    int64_t k = (int64_t)*d2r_ptr_at((d2r_tensor *)index, i);
-    out->st->data[i] = from[gather_offset(index, t->shape, a, i, k)];
+  d2r_tensor *ic = d2r_contiguous((d2r_tensor *)index);
+  if (!ic) {
+    d2r_release(src), d2r_release(out);
+    return NULL;
   }
+  const double *from = d2r_data(src), *ix = d2r_data(ic);
+  gather_walk w;
+  walk_init(&w, index, t->shape, a);
+  for (int64_t i = 0; i < index->numel; i++) {
+    out->st->data[i] = from[w.base + (int64_t)ix[i] * w.axis_stride];
+    walk_next(&w);
+  }
+  d2r_release(ic);
   d2r_release(src);
   out = d2r_record(out, "gather", bw_gather, 1, &t);
   if (out && out->node) {
@@ -435,11 +475,16 @@ d2r_tensor *d2r_scatter_add(int ndim, const int64_t *shape, int axis,
     goto fail;
   }
   if (!(c = d2r_contiguous(src))) goto fail;
-  const double *from = d2r_data(c);
+  d2r_tensor *ic = d2r_contiguous((d2r_tensor *)index);
+  if (!ic) goto fail;
+  const double *from = d2r_data(c), *ix = d2r_data(ic);
+  gather_walk w;
+  walk_init(&w, index, shape, a);
   for (int64_t i = 0; i < index->numel; i++) {
-    int64_t k = (int64_t)*d2r_ptr_at((d2r_tensor *)index, i);
-    out->st->data[gather_offset(index, shape, a, i, k)] += from[i];
+    out->st->data[w.base + (int64_t)ix[i] * w.axis_stride] += from[i];
+    walk_next(&w);
   }
+  d2r_release(ic);
   d2r_release(c);
   out = d2r_record(out, "scatter_add", bw_scatter, 1, &src);
   if (out && out->node) {
@@ -448,6 +493,7 @@ d2r_tensor *d2r_scatter_add(int ndim, const int64_t *shape, int axis,
   }
   return out;
 fail:
+  d2r_release(c);
   d2r_release(out);
   return NULL;
 }
@@ -533,7 +579,7 @@ d2r_tensor *d2r_one_hot(const d2r_tensor *t, int64_t classes) {
                                    (long long)classes);
   if (t->ndim >= D2R_MAXDIM)
     return d2r_fail("one_hot: too many dimensions");
-  if (!check_index(t, classes, "one_hot")) return NULL;
+  if (!check_index(t, classes, "one_hot: index")) return NULL;
   int64_t sh[D2R_MAXDIM];
   memcpy(sh, t->shape, sizeof sh);
   sh[t->ndim] = classes;

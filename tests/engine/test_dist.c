@@ -203,7 +203,7 @@ Test(dist, categorical_errors)
   d2r_tensor *logits = K(tensor2(2, 3, LOGITS));
   double frac[2] = {0, 1.5}, high[2] = {0, 3}, neg[2] = {-1, 0};
   expect_error(d2r_categorical_log_prob(logits, K(tensor2(2, 1, frac))),
-               "samples: class index 1.5 at element 1 is not an integer");
+               "samples: class index 1.5 at element 2 is not an integer");
   expect_error(d2r_categorical_log_prob(logits, K(tensor2(2, 1, high))),
                "[0, 3)");
   expect_error(d2r_categorical_log_prob(logits, K(tensor2(2, 1, neg))),

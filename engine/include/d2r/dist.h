@@ -31,9 +31,9 @@ typedef enum d2r_reduce {
   D2R_REDUCE_SUM_DIMS    /* sum over it (the joint density) */
 } d2r_reduce;
 
-/* A contiguous copy of t (any shape, no gradient) after checking that
- * every element is an integer in [0, classes); fails naming the first
- * value that is not. */
+/* t as a contiguous tensor (t itself, retained, when it already is; treat
+ * it as read-only) after checking that every element is an integer in
+ * [0, classes); fails naming the first value that is not. */
 d2r_tensor *d2r_class_indices(const d2r_tensor *t, int64_t classes);
 
 /* ---- categorical, from logits [B, C] --------------------------------- */

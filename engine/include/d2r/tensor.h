@@ -161,6 +161,9 @@ d2r_tensor *d2r_gather(d2r_tensor *t, int axis, const d2r_tensor *index);
 /* The adjoint of gather: zeros of `shape`, src added at index. */
 d2r_tensor *d2r_scatter_add(int ndim, const int64_t *shape, int axis,
                             const d2r_tensor *index, d2r_tensor *src);
+/* 0 when every element of idx is an integer in [0, bound); else -1 with
+ * a message naming fn, the element (counting from 1) and its value. */
+int d2r_check_index(const d2r_tensor *idx, int64_t bound, const char *fn);
 /* Concatenates along axis. */
 d2r_tensor *d2r_cat(int n, d2r_tensor *const *ts, int axis);
 /* One-hot encoding of integer-valued t: shape t.shape + [classes]. */
@@ -246,6 +249,18 @@ int d2r_fill_(d2r_tensor *t, double value);
 /* t += alpha * x (same shape). */
 int d2r_axpy_(d2r_tensor *t, double alpha, const d2r_tensor *x);
 int d2r_scale_(d2r_tensor *t, double alpha);
+
+/* ---- memory kept for reuse --------------------------------------------- */
+
+/* Freed tensors, graph nodes and data blocks are kept per thread, by
+ * size, for the next step to reuse (bounded; sanitizer builds keep none).
+ * d2r_cache_bytes tells how much this thread keeps; d2r_cache_trim gives
+ * it all back to the system (call it before a thread exits). */
+size_t d2r_cache_bytes(void);
+void d2r_cache_trim(void);
+/* Bytes of tensor data this thread holds alive (a host with a garbage
+ * collector uses it to know when dead tensors cost memory). */
+size_t d2r_live_bytes(void);
 
 /* ---- scoped temporaries ---------------------------------------------- */
 
