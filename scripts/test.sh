@@ -76,6 +76,7 @@ if [ "$nreports" -gt 0 ]; then
   status=1
 fi
 
-echo "tests: $passed passed, $failed failed" \
-  "(engine cases: $cases_passed passed, $cases_failed failed)"
+say "engine test cases inside those: $cases_passed passed," \
+    "$cases_failed failed"
+echo "tests: $passed passed, $failed failed"
 exit "$status"
