@@ -3,8 +3,10 @@
  * targets (see closed_form.h for the formulas).
  */
 #include <math.h>
+#include <stdio.h>
 
 #include "d2r/closed_form.h"
+#include "d2r/linalg.h"
 
 d2r_tensor *d2r_covariance(d2r_tensor *y) {
   if (!y) return NULL;
@@ -99,4 +101,86 @@ int d2r_reward_onehot_beta(const d2r_tensor *labels, int64_t classes,
   }
   *beta = lambda * (double)classes / (2 * t);
   return 0;
+}
+
+/* ---- the full reward ------------------------------------------------- */
+
+/* Sigma + ridge I, or sigma itself (retained) when ridge is 0. */
+static d2r_tensor *with_ridge(d2r_tensor *sigma, double ridge) {
+  if (ridge == 0) return d2r_retain(sigma);
+  d2r_tensor *eye = d2r_eye(d2r_dim(sigma, 0));
+  d2r_tensor *r = d2r_muls(eye, ridge);
+  d2r_tensor *out = d2r_add(sigma, r);
+  d2r_release(eye), d2r_release(r);
+  return out;
+}
+
+/* Checks that a is positive definite with cond_1(a) <= max_cond, setting
+ * *cond; false with a message otherwise. */
+static bool well_conditioned(const d2r_tensor *a, double ridge,
+                             double max_cond, double *cond) {
+  double rc = 0;
+  int ok = d2r_spd_check(a, &rc);
+  if (ok != 1) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", d2r_error());
+    *cond = INFINITY;
+    d2r_fail("reward_full: the covariance (ridge %g) is not positive "
+             "definite, so it is singular (%s): too few targets for the "
+             "dimensions, or a constant or collinear dimension; condition "
+             "estimate infinite; pass a ridge > 0", ridge, why);
+    return false;
+  }
+  *cond = 1 / rc;
+  if (!(*cond <= max_cond)) {
+    d2r_fail("reward_full: the covariance (ridge %g) is ill-conditioned: "
+             "condition estimate %.3g exceeds %.3g, and its inverse would "
+             "amplify estimation noise as much; pass a ridge > 0",
+             ridge, *cond, max_cond);
+    return false;
+  }
+  return true;
+}
+
+d2r_tensor *d2r_reward_full_from_cov(d2r_tensor *sigma, double lambda,
+                                     double ridge, double max_cond,
+                                     double *cond) {
+  double c = NAN;
+  d2r_tensor *u = NULL;
+  if (cond) *cond = NAN;
+  if (!sigma || !check_lambda(lambda, "reward_full")) return NULL;
+  if (!(ridge >= 0) || !isfinite(ridge))
+    return d2r_fail("reward_full: ridge must be >= 0 and finite, got %g",
+                    ridge);
+  if (d2r_ndim(sigma) != 2 || d2r_dim(sigma, 0) != d2r_dim(sigma, 1)) {
+    char buf[96];
+    return d2r_fail("reward_full: the covariance must be [n, n], got %s",
+                    d2r_shape_str(sigma, buf, sizeof buf));
+  }
+  if (!(max_cond > 0)) max_cond = D2R_REWARD_MAX_COND;
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *a = d2r_keep(&s, with_ridge(sigma, ridge));
+  if (a && well_conditioned(a, ridge, max_cond, &c)) {
+    /* A^-1 from the Cholesky factor (two triangular solves against I),
+     * symmetrised against rounding, times lambda / 2. */
+    d2r_tensor *l = d2r_keep(&s, d2r_cholesky(a));
+    d2r_tensor *eye = d2r_keep(&s, d2r_eye(d2r_dim(a, 0)));
+    d2r_tensor *inv = d2r_keep(&s, d2r_cholesky_solve(l, eye));
+    u = d2r_muls(d2r_keep(&s, d2r_sym(inv)), lambda / 2);
+  }
+  d2r_scope_end(&s);
+  if (cond) *cond = c;
+  return u;
+}
+
+d2r_tensor *d2r_reward_full(d2r_tensor *y, double lambda, double ridge,
+                            double max_cond, double *cond) {
+  if (cond) *cond = NAN;
+  if (!y) return NULL;
+  d2r_tensor *sigma = d2r_covariance(y);
+  if (!sigma) return NULL;
+  d2r_tensor *u = d2r_reward_full_from_cov(sigma, lambda, ridge, max_cond,
+                                           cond);
+  d2r_release(sigma);
+  return u;
 }

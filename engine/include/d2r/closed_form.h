@@ -7,6 +7,7 @@
  *   isotropic  U = u I,     u = lambda n / (2 tr Sigma)
  *   diagonal   U = diag(u), u_i = lambda / (2 Sigma_ii)
  *   one-hot    U = beta I,  beta = lambda C / (2 tr Sigma_onehot)
+ *   full       U = (lambda / 2) Sigma^-1
  * Covariances are unbiased (divided by N - 1), as in the reference.
  */
 #ifndef D2R_CLOSED_FORM_H
@@ -27,5 +28,32 @@ d2r_tensor *d2r_reward_diagonal(d2r_tensor *y, double lambda);
  * Fails when all labels are equal. */
 int d2r_reward_onehot_beta(const d2r_tensor *labels, int64_t classes,
                            double lambda, double *beta);
+
+/*
+ * The full reward U* = (lambda / 2) (Sigma + ridge I)^-1.
+ *
+ * An inverse of an estimated covariance amplifies its noise by up to its
+ * condition number, and a singular estimate (fewer targets than
+ * dimensions, a constant or collinear dimension) has no inverse at all,
+ * so the matrix is checked first: it must be positive definite (by
+ * Cholesky) with a condition estimate cond_1 = |A|_1 |A^-1|_1 (LAPACK
+ * dpocon) of at most max_cond.  Otherwise the call fails with a message
+ * that gives the estimate and suggests a ridge.  A ridge > 0 adds
+ * ridge I before the check and the inversion (a shrinkage estimate).
+ *
+ * max_cond <= 0 selects D2R_REWARD_MAX_COND.  When cond is not NULL it
+ * receives the estimate, also on failure (INFINITY for a matrix that is
+ * not positive definite, NAN for an argument error).  lambda > 0,
+ * ridge >= 0, both finite.  The result is symmetric, [n, n].
+ */
+#define D2R_REWARD_MAX_COND 1e10
+
+/* From a covariance Sigma [n, n] (symmetric). */
+d2r_tensor *d2r_reward_full_from_cov(d2r_tensor *sigma, double lambda,
+                                     double ridge, double max_cond,
+                                     double *cond);
+/* From targets y [N, n], with Sigma = d2r_covariance(y). */
+d2r_tensor *d2r_reward_full(d2r_tensor *y, double lambda, double ridge,
+                            double max_cond, double *cond);
 
 #endif

@@ -70,6 +70,19 @@ typedef enum d2r_transform {
 } d2r_transform;
 
 /* Applied after the transform, within each group (row) of G rewards. */
+/*
+ * Group baselines, applied after the transform within each row of G.
+ * Only leave-one-out leaves the expected policy gradient unchanged: a
+ * baseline that includes the sample's own reward is correlated with it.
+ * The group mean gives (G - 1)/G times the RLOO advantage, so the reward
+ * term shrinks by that factor against the entropy term, and PG behaves as
+ * with lambda G/(G - 1): with U* it ends at variances about G/(G - 1)
+ * times the data's (1.22-1.25 measured at G = 5).  MEAN_STD further rescales each group by its
+ * spread, so U* no longer recovers Sigma; min-shift also subtracts a
+ * statistic that includes the sample.  These are properties of the
+ * estimators, kept as they are because they are what the estimator
+ * ablations compare.
+ */
 typedef enum d2r_baseline {
   D2R_BASELINE_NONE = 0,
   D2R_BASELINE_MEAN,      /* rt - mean_g rt */
@@ -77,7 +90,7 @@ typedef enum d2r_baseline {
                            * std unbiased (G - 1); 0 for a group whose
                            * rewards are all equal (GRPO) */
   D2R_BASELINE_LOO        /* rt_g - mean of the other G - 1 (RLOO);
-                           * needs G >= 2 */
+                           * needs G >= 2; unbiased */
 } d2r_baseline;
 
 typedef struct d2r_pg_options {
