@@ -14,12 +14,13 @@
 #include "d2r/bilevel.h"
 #include "ld2r.h"
 
-/* ---- second-order products ------------------------------------------- */
+/* ---- second-order products ---------------------------------------------- */
 
 /* d2r.hvp(grads, params, v): H v as a flat vector, for grads computed
  * with create_graph. */
 static int f_hvp(lua_State *L) {
   int n, m;
+  lua_settop(L, 3);
   d2r_tensor **g = ld2r_checkparams(L, 1, &n);
   d2r_tensor **p = ld2r_checkparams(L, 2, &m);
   d2r_tensor *v = ld2r_checktensor(L, 3);
@@ -33,6 +34,7 @@ static int f_hvp(lua_State *L) {
 /* d2r.mixed_vp(grads, phi, v): d/dphi <grads, v> as a flat vector. */
 static int f_mixed_vp(lua_State *L) {
   int n, m;
+  lua_settop(L, 3);
   d2r_tensor **g = ld2r_checkparams(L, 1, &n);
   d2r_tensor **phi = ld2r_checkparams(L, 2, &m);
   d2r_tensor *v = ld2r_checktensor(L, 3);
@@ -54,6 +56,7 @@ static int f_flatten(lua_State *L) {
 /* d2r.unflatten(flat, like): a table of views shaped like the list. */
 static int f_unflatten(lua_State *L) {
   int n, i;
+  lua_settop(L, 2);
   d2r_tensor *flat = ld2r_checktensor(L, 1);
   d2r_tensor **like = ld2r_checkparams(L, 2, &n);
   lua_createtable(L, n, 0);
@@ -72,7 +75,7 @@ static int f_unflatten(lua_State *L) {
   return 1;
 }
 
-/* ---- solver options ---------------------------------------------------- */
+/* ---- solver options ----------------------------------------------------- */
 
 static const char *const solver_kinds[] = {"cg", "cg_normal", "neumann",
                                            "dense", NULL};
@@ -180,7 +183,7 @@ static int f_linsolve(lua_State *L) {
   return 2;
 }
 
-/* ---- implicit hypergradient -------------------------------------------------- */
+/* ---- implicit hypergradient --------------------------------------------- */
 
 typedef struct {
   callback inner, outer;

@@ -107,17 +107,40 @@ static int seed_outputs(int nout, d2r_tensor *const *outputs,
   return 0;
 }
 
+/* With anomaly detection on: a backward rule that turns a finite output
+ * gradient into a non-finite input gradient fails, naming the op.  The
+ * gradients are released on failure. */
+static int check_grads(d2r_node *n, d2r_tensor *gout, d2r_tensor **gin) {
+  if (d2r_count_nonfinite(gout) > 0) return 0;
+  for (int i = 0; i < n->nin; i++) {
+    if (!gin[i] || d2r_count_nonfinite(gin[i]) == 0) continue;
+    char buf[96];
+    d2r_fail("anomaly: the backward of %s gave a non-finite gradient for "
+             "its input %d (shape %s) from a finite output gradient",
+             n->name, i + 1, d2r_shape_str(gin[i], buf, sizeof buf));
+    for (int j = 0; j < n->nin; j++) d2r_release(gin[j]);
+    return -1;
+  }
+  return 0;
+}
+
 static int run_backward(tlist *order) {
   for (int64_t k = order->n - 1; k >= 0; k--) {
     d2r_tensor *t = order->items[k];
     d2r_node *n = t->node;
     if (!t->acc) continue;
     d2r_tensor *gin[D2R_NODE_MAXIN] = {NULL};
-    if (n->backward(n, t->acc, gin) < 0) {
+    /* Inside a rule, anomalies are reported for the rule as a whole. */
+    bool watching = d2r_set_detect_anomaly(false);
+    int rc = n->backward(n, t->acc, gin);
+    d2r_set_detect_anomaly(watching);
+    if (rc < 0) {
       for (int i = 0; i < n->nin; i++) d2r_release(gin[i]);
       if (!d2r_error()[0]) d2r_fail("backward of '%s' failed", n->name);
       return -1;
     }
+    if (watching && check_grads(n, t->acc, gin) < 0)
+      return -1;
     for (int i = 0; i < n->nin; i++) {
       if (!gin[i]) continue;
       if (!d2r_needs_grad(n->in[i])) {

@@ -11,7 +11,7 @@
 
 #include "d2r/bilevel.h"
 
-/* ---- flat vectors ------------------------------------------------------ */
+/* ---- flat vectors ------------------------------------------------------- */
 
 d2r_tensor *d2r_flatten_list(int n, d2r_tensor *const *ts) {
   if (n < 1) return d2r_fail("flatten: empty list");
@@ -86,7 +86,7 @@ int d2r_mixed_vp(int n, d2r_tensor *const *grads, int m,
   return vjp(n, grads, grads, m, phi, v, out);
 }
 
-/* ---- solver plumbing ----------------------------------------------------- */
+/* ---- solver plumbing ---------------------------------------------------- */
 
 static const char *solver_names[] = {"cg", "cg_normal", "neumann", "dense"};
 
@@ -159,7 +159,7 @@ static int true_residual(linop *A, const double *x, const double *b,
   return 0;
 }
 
-/* ---- conjugate gradient ----------------------------------------------- */
+/* ---- conjugate gradient ------------------------------------------------- */
 
 static int solve_cg(linop *A, const d2r_solve_config *c, const double *b,
                     double *x, double *work, d2r_solve_info *info) {
@@ -343,7 +343,7 @@ int d2r_linsolve(const d2r_solve_config *cfg, d2r_linop_fn op, void *ctx,
   return rc;
 }
 
-/* ---- implicit hypergradient ------------------------------------------------ */
+/* ---- implicit hypergradient --------------------------------------------- */
 
 typedef struct {
   int n;

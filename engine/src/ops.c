@@ -118,6 +118,29 @@ static d2r_tensor *apply1(d2r_tensor *x, kern1 k, const double *p) {
   return out;
 }
 
+/* With anomaly detection on, an op whose inputs are all finite but whose
+ * output is not fails here, naming itself and the first bad element, so
+ * a NaN is caught where it appears rather than where it is noticed. */
+static d2r_tensor *watch(d2r_tensor *out, const char *name, int nin,
+                         d2r_tensor *const *in) {
+  if (!out || !d2r_detect_anomaly_enabled()) return out;
+  for (int i = 0; i < nin; i++)
+    if (d2r_count_nonfinite(in[i]) > 0) return out;
+  for (int64_t k = 0; k < out->numel; k++) {
+    double v = *d2r_ptr_at(out, k);
+    if (!isfinite(v)) {
+      char buf[96];
+      d2r_fail("anomaly: %s produced %s at element %lld of its %s output "
+               "from finite inputs", name,
+               isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"), (long long)k + 1,
+               d2r_shape_str(out, buf, sizeof buf));
+      d2r_release(out);
+      return NULL;
+    }
+  }
+  return out;
+}
+
 #define KERNEL2(name, expr)                                                \
   static void name(int64_t n, const double *a, int64_t sa, const double *b, \
                    int64_t sb, double *o) {                                 \
@@ -144,7 +167,7 @@ static d2r_tensor *apply1(d2r_tensor *x, kern1 k, const double *p) {
     }                                                                 \
   }
 
-/* ---- binary arithmetic ---------------------------------------------------- */
+/* ---- binary arithmetic -------------------------------------------------- */
 
 KERNEL2(k_add, x + y)
 KERNEL2(k_sub, x - y)
@@ -250,7 +273,7 @@ static d2r_tensor *binary(d2r_tensor *a, d2r_tensor *b, kern2 k,
                           const char *fn, d2r_backward_fn bw) {
   if (!a || !b) return NULL;
   d2r_tensor *in[2] = {a, b};
-  d2r_tensor *out = apply2(a, b, k, fn);
+  d2r_tensor *out = watch(apply2(a, b, k, fn), fn, 2, in);
   return bw ? d2r_record(out, fn, bw, 2, in) : out;
 }
 
@@ -294,7 +317,7 @@ d2r_tensor *d2r_ge(d2r_tensor *a, d2r_tensor *b) {
   return binary(a, b, k_ge, "ge", NULL);
 }
 
-/* ---- where ------------------------------------------------------------------ */
+/* ---- where -------------------------------------------------------------- */
 
 static int bw_where(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
   d2r_scope s = D2R_SCOPE_INIT;
@@ -350,7 +373,7 @@ d2r_tensor *d2r_where(const d2r_tensor *cond, d2r_tensor *a, d2r_tensor *b) {
   return out;
 }
 
-/* ---- unary ------------------------------------------------------------------ */
+/* ---- unary -------------------------------------------------------------- */
 
 KERNEL1(k_neg, -x)
 KERNEL1(k_exp, exp(x))
@@ -377,7 +400,7 @@ KERNEL1(k_inside, (double)(x >= p[0] && x <= p[1]))
 static d2r_tensor *unary(d2r_tensor *x, kern1 k, const double *p,
                          const char *name, d2r_backward_fn bw) {
   if (!x) return NULL;
-  d2r_tensor *out = apply1(x, k, p);
+  d2r_tensor *out = watch(apply1(x, k, p), name, 1, &x);
   if (!bw || !out) return out;
   out = d2r_record(out, name, bw, 1, &x);
   if (out && out->node && p) memcpy(out->node->s, p, 2 * sizeof *p);
@@ -551,7 +574,7 @@ int64_t d2r_count_nonfinite(const d2r_tensor *t) {
   return bad;
 }
 
-/* ---- reductions ---------------------------------------------------------------- */
+/* ---- reductions --------------------------------------------------------- */
 
 typedef enum { R_SUM, R_MAX, R_MIN, R_ARGMAX, R_LSE } rkind;
 
@@ -647,7 +670,8 @@ static int bw_lse(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
 static d2r_tensor *reduce(d2r_tensor *t, int axis, bool keepdim, rkind kind,
                           const char *fn, d2r_backward_fn bw) {
   if (!t) return NULL;
-  d2r_tensor *out = reduce_raw(t, axis, keepdim, kind, fn);
+  d2r_tensor *out = watch(reduce_raw(t, axis, keepdim, kind, fn), fn, 1,
+                          &t);
   if (!bw) return out;
   out = d2r_record(out, fn, bw, 1, &t);
   if (out && out->node) {
@@ -771,7 +795,7 @@ d2r_tensor *d2r_softmax(d2r_tensor *t, int axis) {
   return out;
 }
 
-/* ---- matrix product ------------------------------------------------------------- */
+/* ---- matrix product ----------------------------------------------------- */
 
 /* How BLAS can read a 2-d (or batch-sliced) operand without a copy: row
  * major with unit column stride, or transposed. */
@@ -881,5 +905,6 @@ d2r_tensor *d2r_matmul(d2r_tensor *a, d2r_tensor *b) {
       b->shape[b->ndim - 1] > INT32_MAX)
     return d2r_fail("matmul: a dimension exceeds BLAS's int range");
   d2r_tensor *in[2] = {a, b};
-  return d2r_record(matmul_raw(a, b), "matmul", bw_matmul, 2, in);
+  return d2r_record(watch(matmul_raw(a, b), "matmul", 2, in), "matmul",
+                    bw_matmul, 2, in);
 }

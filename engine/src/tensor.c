@@ -11,7 +11,7 @@
 
 #include "tensor_impl.h"
 
-/* ---- errors --------------------------------------------------------- */
+/* ---- errors ------------------------------------------------------------- */
 
 static _Thread_local char errbuf[1024];
 
@@ -27,7 +27,7 @@ void *d2r_fail(const char *fmt, ...) {
   return NULL;
 }
 
-/* ---- storage and references ------------------------------------------ */
+/* ---- storage and references --------------------------------------------- */
 
 static d2r_storage *storage_new(int64_t size) {
   d2r_storage *st = d2r_alloc_storage();
@@ -88,7 +88,7 @@ void d2r_release(d2r_tensor *t) {
   freeing = false;
 }
 
-/* ---- shapes ----------------------------------------------------------- */
+/* ---- shapes ------------------------------------------------------------- */
 
 bool d2r_check_shape(int ndim, const int64_t *shape, const char *fn) {
   if (ndim < 0 || ndim > D2R_MAXDIM) {
@@ -173,7 +173,7 @@ double *d2r_ptr_at(d2r_tensor *t, int64_t flat) {
   return t->st->data + off;
 }
 
-/* ---- introspection ---------------------------------------------------- */
+/* ---- introspection ------------------------------------------------------ */
 
 int d2r_ndim(const d2r_tensor *t) { return t ? t->ndim : -1; }
 const int64_t *d2r_shape(const d2r_tensor *t) { return t->shape; }
@@ -334,7 +334,7 @@ d2r_tensor *d2r_matrix(int64_t rows, int64_t cols, const double *data) {
   return d2r_from_data(2, shape, data);
 }
 
-/* ---- autodiff state --------------------------------------------------- */
+/* ---- autodiff state ----------------------------------------------------- */
 
 static _Thread_local bool grad_off;
 
@@ -345,6 +345,16 @@ bool d2r_set_grad_enabled(bool enabled) {
 }
 
 bool d2r_grad_enabled(void) { return !grad_off; }
+
+static _Thread_local bool anomaly_on;
+
+bool d2r_set_detect_anomaly(bool enabled) {
+  bool was = anomaly_on;
+  anomaly_on = enabled;
+  return was;
+}
+
+bool d2r_detect_anomaly_enabled(void) { return anomaly_on; }
 
 bool d2r_needs_grad(const d2r_tensor *t) {
   return t && (t->leaf_grad || t->node);
@@ -402,7 +412,7 @@ d2r_tensor *d2r_detach(d2r_tensor *t) {
   return d2r_view(t, t->ndim, t->shape, t->stride, t->offset);
 }
 
-/* ---- scopes ----------------------------------------------------------- */
+/* ---- scopes ------------------------------------------------------------- */
 
 d2r_tensor *d2r_keep(d2r_scope *s, d2r_tensor *t) {
   if (!t) return NULL;

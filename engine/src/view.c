@@ -239,7 +239,7 @@ static d2r_tensor *slice_scatter(d2r_tensor *src, int ndim,
   return out;
 }
 
-/* ---- expand and sum_to --------------------------------------------------- */
+/* ---- expand and sum_to -------------------------------------------------- */
 
 static int bw_expand(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
   d2r_tensor *x = n->in[0];
@@ -273,7 +273,7 @@ d2r_tensor *d2r_expand(d2r_tensor *t, int ndim, const int64_t *shape) {
   return d2r_record(out, "expand", bw_expand, 1, &t);
 }
 
-/* ---- row gather and its adjoint ------------------------------------------ */
+/* ---- row gather and its adjoint ----------------------------------------- */
 
 int d2r_check_index(const d2r_tensor *idx, int64_t bound, const char *fn) {
   if (!idx) return -1;
@@ -363,7 +363,7 @@ d2r_tensor *d2r_index_add_rows(int64_t rows, const d2r_tensor *index,
   return out;
 }
 
-/* ---- gather along an axis and its adjoint --------------------------------- */
+/* ---- gather along an axis and its adjoint ------------------------------- */
 
 static bool gather_check(const d2r_tensor *big, int a, const d2r_tensor *idx,
                          const char *fn) {
@@ -571,7 +571,7 @@ d2r_tensor *d2r_cat(int n, d2r_tensor *const *ts, int axis) {
   return out;
 }
 
-/* ---- one-hot -------------------------------------------------------------- */
+/* ---- one-hot ------------------------------------------------------------ */
 
 d2r_tensor *d2r_one_hot(const d2r_tensor *t, int64_t classes) {
   if (!t) return NULL;

@@ -77,8 +77,9 @@ typedef enum d2r_transform {
  * The group mean gives (G - 1)/G times the RLOO advantage, so the reward
  * term shrinks by that factor against the entropy term, and PG behaves as
  * with lambda G/(G - 1): with U* it ends at variances about G/(G - 1)
- * times the data's (1.22-1.25 measured at G = 5).  MEAN_STD further rescales each group by its
- * spread, so U* no longer recovers Sigma; min-shift also subtracts a
+ * times the data's (1.22-1.25 measured at G = 5).  MEAN_STD further
+ * rescales each group by its spread, so U* no longer recovers Sigma;
+ * min-shift also subtracts a
  * statistic that includes the sample.  These are properties of the
  * estimators, kept as they are because they are what the estimator
  * ablations compare.
@@ -119,8 +120,9 @@ typedef struct d2r_pg_stats {
 } d2r_pg_stats;
 
 /* The transformed rewards for reward [B, G]: [B, G], detached (no
- * gradient) unless opt->reward_grad is set.  opt may be NULL for the defaults.  Fails on bad options,
- * on a reward that is not 2-d, and on LOO with G < 2. */
+ * gradient) unless opt->reward_grad is set.  opt may be NULL for the
+ * defaults.  Fails on bad options, on a reward that is not 2-d, and on
+ * LOO with G < 2. */
 d2r_tensor *d2r_pg_transform(d2r_tensor *reward, const d2r_pg_options *opt);
 
 /* ---- policy-gradient surrogates (0-d results) ------------------------ */

@@ -109,6 +109,14 @@ const char *d2r_op_name(const d2r_tensor *t);
 bool d2r_set_grad_enabled(bool enabled);
 bool d2r_grad_enabled(void);
 
+/* Anomaly detection (off by default; it costs a scan of every result):
+ * an operation whose inputs are finite but whose output holds a NaN or an
+ * infinity fails with a message naming the operation and the element, and
+ * so does a backward rule that turns a finite gradient into a non-finite
+ * one.  Returns the previous setting. */
+bool d2r_set_detect_anomaly(bool enabled);
+bool d2r_detect_anomaly_enabled(void);
+
 /* A view of t that shares its storage but carries no history. */
 d2r_tensor *d2r_detach(d2r_tensor *t);
 
