@@ -13,6 +13,7 @@ PACKAGES=(
   libopenblas-dev libgsl-dev
   libcriterion-dev
   gnuplot-nox
+  libsqlite3-dev libopenmpi-dev openmpi-bin
 )
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -6,10 +6,11 @@
 --   d2r scripts/uci_classification.lua [--datasets iris,wine] [--seeds 5]
 --       [--epochs N] [--out results/uci_classification] [--data DIR]
 --
--- Writes <out>/runs.csv (one row per run, epoch and split, with the
--- configuration and seed; appended as each run ends) and <out>/summary.csv
--- (dataset,method,metric,mean,std,n), and prints a table.  Runs already in
--- runs.csv are not redone, so an interrupted experiment resumes.
+-- Runs are a d2r.sweep: parallel worker processes, results stored as each
+-- run ends in <out>/store.sqlite, and a re-run skips finished runs, so an
+-- interrupted experiment resumes.  Writes <out>/runs.csv (one row per
+-- run, epoch and split, with the configuration and seed) and
+-- <out>/summary.csv (dataset,method,metric,mean,std,n); prints a table.
 local d2r = require "d2r"
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
@@ -21,15 +22,18 @@ local opts, usage = d2r.options(arg or {}, {
   out = "results/uci_classification",
   data = here .. "/../data/uci",
   quiet = false,
+  workers = -1,
 }, [[
 usage: d2r scripts/uci_classification.lua [options]
   --datasets LIST  comma-separated names from data/uci (default: all five)
-  --seeds N        runs per method, seeds seed .. seed + N - 1 (5)
-  --seed S         first seed (0)
+  --seeds N        repeats per method (5)
+  --seed S         base seed the runs' seeds derive from (0)
   --epochs N       override each protocol's epoch count (0: keep it)
   --out DIR        output folder (results/uci_classification)
   --data DIR       folder of the CSV files (data/uci next to scripts/)
-  --quiet          no per-run lines]])
+  --workers N      worker processes (default: one per core; 0: run in
+                   this process)
+  --quiet          no progress display]])
 if not opts then
   print(usage)
   return
@@ -84,22 +88,19 @@ local function evaluate(model, data)
   end)
 end
 
--- One run: trains from the seed's initialisation and returns a list of
--- rows (epoch 0 is the initial model).
-local function run(cfg, data)
-  local init = d2r.rng(cfg.seed)               -- same start for every method
-  local noise = d2r.rng(cfg.seed + 1000003)    -- batches and PG samples
+-- One run: trains from the seed's initialisation with reward weight beta
+-- (PG methods), calling log{epoch, split, accuracy, nll} after each epoch
+-- (epoch 0 is the initial model).
+local function train_run(cfg, data, seed, beta_value, log)
+  local init = d2r.rng(seed)                   -- same start for every method
+  local noise = d2r.rng(seed + 1000003)        -- batches and PG samples
   local model = d2r.linear(data.features, data.classes, init)
   local opt = d2r.adam(model, cfg.lr)
   local train, C = data.train, data.classes
-  local beta = d2r.scalar(cfg.beta)
-  local rows = {}
+  local beta = d2r.scalar(beta_value)
   local function record(epoch)
     for split, m in pairs(evaluate(model, data)) do
-      local row = {epoch = epoch, split = split, accuracy = m.accuracy,
-                   nll = m.nll}
-      for k, v in pairs(cfg) do row[k] = v end
-      rows[#rows + 1] = row
+      log{epoch = epoch, split = split, accuracy = m.accuracy, nll = m.nll}
     end
   end
   record(0)
@@ -121,8 +122,8 @@ local function run(cfg, data)
                                 cfg.lambda, {transform = cfg.transform})
       end
       if loss:count_nonfinite() > 0 then
-        error(("%s %s seed %d: the loss became %g at epoch %d"):format(
-          cfg.dataset, cfg.method, cfg.seed, loss:item(), epoch), 0)
+        error(("%s %s: the loss became %g at epoch %d"):format(
+          cfg.dataset, cfg.method, loss:item(), epoch), 0)
       end
       opt:zero_grad()
       loss:backward()
@@ -130,81 +131,107 @@ local function run(cfg, data)
     end
     record(epoch)
   end
-  return rows
 end
 
-local COLUMNS = {"dataset", "method", "beta", "lambda", "lr", "epochs",
-                 "transform", "samples", "batch", "seed", "epoch", "split",
-                 "accuracy", "nll"}
+-- The sweep: datasets x methods x repeats.  Methods of one dataset and
+-- repeat share a seed (seed_by), hence the split and the initial model:
+-- their comparison is paired.
+local METHODS = {"nll", "pg_beta*", "pg_2beta*", "pg_beta=1"}
+local function protocol(c) return PROTOCOLS[PROTOCOL_OF[c.dataset] or
+                                             "paper"] end
 
--- A run's identity: everything that changes its numbers.
-local function run_key(r)
-  return table.concat({r.dataset, r.method, r.seed, r.epochs, r.lr,
-                       r.lambda, r.transform, r.samples, r.batch}, "|")
-end
-
-local results = d2r.results_file(opts.out .. "/runs.csv", COLUMNS)
-local done = {}
-for _, r in ipairs(results.rows) do
-  if r.epoch == r.epochs then
-    done[run_key(r)] = (done[run_key(r)] or 0) + 1
-  end
-end
-
-local function log(...)
-  if not opts.quiet then print(string.format(...)) end
-end
-
-local skipped = 0
-for _, name in ipairs(opts.datasets) do
-  local proto = PROTOCOLS[PROTOCOL_OF[name] or "paper"]
-  local epochs = opts.epochs > 0 and opts.epochs or proto.epochs
-  for s = opts.seed, opts.seed + opts.seeds - 1 do
-    local data = prepare(name, s)
-    local beta_star = d2r.reward_onehot_beta(data.train.y, data.classes,
-                                             proto.lambda)
-    local methods = {{method = "nll", beta = 0}}
-    for _, b in ipairs(proto.betas) do
-      methods[#methods + 1] = {method = b.name,
-                               beta = b.fixed or b.times * beta_star}
+local sweep = d2r.sweep{
+  name = "uci_classification",
+  store = opts.out .. "/store.sqlite",
+  repeats = opts.seeds,
+  base_seed = opts.seed,
+  seed_by = {"dataset"},
+  order = {"dataset"},
+  grid = {
+    dataset = opts.datasets,
+    method = METHODS,
+    epochs = function(c)
+      return opts.epochs > 0 and opts.epochs or protocol(c).epochs
+    end,
+    lr = function(c) return protocol(c).lr end,
+    lambda = function(c) return protocol(c).lambda end,
+    transform = function(c)
+      return c.method == "nll" and "none" or protocol(c).transform
+    end,
+    samples = function(c) return c.method == "nll" and 0 or GROUP end,
+    batch = BATCH,
+  },
+  -- Each protocol has its own second beta.
+  filter = function(c)
+    for _, b in ipairs(protocol(c).betas) do
+      if b.name == c.method then return true end
     end
-    for _, m in ipairs(methods) do
-      local cfg = {dataset = name, method = m.method, beta = m.beta,
-                   lambda = proto.lambda, lr = proto.lr, epochs = epochs,
-                   transform = m.method == "nll" and "none"
-                               or proto.transform,
-                   samples = m.method == "nll" and 0 or GROUP,
-                   batch = BATCH, seed = s}
-      if (done[run_key(cfg)] or 0) >= 3 then
-        skipped = skipped + 1
-      else
-        local rows = run(cfg, data)
-        results:append(rows)
-        for _, r in ipairs(rows) do
-          if r.epoch == epochs and r.split == "test" then
-            log("%-13s %-10s seed %d  beta %-8.4g test acc %.4f  nll %.4f",
-                name, cfg.method, s, cfg.beta, r.accuracy, r.nll)
-          end
-        end
+    return c.method == "nll"
+  end,
+  run = function(cfg, ctx)
+    local data = prepare(cfg.dataset, ctx.seed)
+    local beta = 0
+    for _, b in ipairs(protocol(cfg).betas) do
+      if b.name == cfg.method then
+        beta = b.fixed or b.times * d2r.reward_onehot_beta(
+          data.train.y, data.classes, cfg.lambda)
       end
     end
+    train_run(cfg, data, ctx.seed, beta, function(m) ctx:log(m) end)
+    return {beta = beta}
+  end,
+}
+
+local outcome = sweep:run{progress = opts.quiet and "none" or "auto",
+                          workers = opts.workers >= 0 and opts.workers
+                                    or nil}
+if outcome.failed > 0 then
+  print(("%d runs failed: d2r status %s"):format(outcome.failed,
+                                                  outcome.store))
+end
+
+-- runs.csv: one row per run, epoch and split, with the configuration.
+local store = d2r.sweep.open(outcome.store)
+local wanted = {}
+for _, name in ipairs(opts.datasets) do wanted[name] = true end
+local betas, rows, index = {}, {}, {}
+for _, m in ipairs(store:metrics{status = "done"}) do
+  if wanted[m.dataset] then
+    if m.split == "final" and m.name == "beta" then
+      betas[m.run] = m.value
+    elseif m.epoch then
+      local key = m.run .. "|" .. m.epoch .. "|" .. m.split
+      local row = index[key]
+      if not row then
+        row = {run = m.run, dataset = m.dataset, method = m.method,
+               lambda = m.lambda, lr = m.lr, epochs = m.epochs,
+               transform = m.transform, samples = m.samples,
+               batch = m.batch, seed = m.seed, rep = m.rep,
+               epoch = m.epoch, split = m.split}
+        index[key] = row
+        rows[#rows + 1] = row
+      end
+      row[m.name] = m.value
+    end
   end
 end
-results:close()
-if skipped > 0 then
-  log("%d runs were already in %s/runs.csv and were not redone", skipped,
-      opts.out)
-end
+store:close()
+for _, r in ipairs(rows) do r.beta = betas[r.run] or 0 end
+table.sort(rows, function(a, b)
+  if a.run ~= b.run then return a.run < b.run end
+  if a.epoch ~= b.epoch then return a.epoch < b.epoch end
+  return a.split < b.split
+end)
+d2r.write_csv(opts.out .. "/runs.csv",
+              {"dataset", "method", "beta", "lambda", "lr", "epochs",
+               "transform", "samples", "batch", "rep", "seed", "run",
+               "epoch", "split", "accuracy", "nll"}, rows)
 
 -- ---- summary ------------------------------------------------------------
 
 local groups, order = {}, {}
-for _, r in ipairs(results.rows) do
-  local wanted = false
-  for _, name in ipairs(opts.datasets) do
-    wanted = wanted or r.dataset == name
-  end
-  if wanted and r.epoch == r.epochs and r.split == "test" then
+for _, r in ipairs(rows) do
+  if r.epoch == r.epochs and r.split == "test" then
     local key = r.dataset .. "|" .. r.method
     if not groups[key] then
       groups[key] = {dataset = r.dataset, method = r.method, acc = {},

@@ -795,6 +795,15 @@ d2r_tensor *d2r_softmax(d2r_tensor *t, int axis) {
   return out;
 }
 
+/* ---- the BLAS ------------------------------------------------------ */
+
+int d2r_blas_threads(int n) {
+  if (n > 0) openblas_set_num_threads(n);
+  return openblas_get_num_threads();
+}
+
+const char *d2r_blas_corename(void) { return openblas_get_corename(); }
+
 /* ---- matrix product ----------------------------------------------------- */
 
 /* How BLAS can read a 2-d (or batch-sliced) operand without a copy: row

@@ -250,6 +250,13 @@ d2r_tensor *d2r_softmax(d2r_tensor *t, int axis);
  * 2-d.  A 1-d b is treated as a column and the result squeezed. */
 d2r_tensor *d2r_matmul(d2r_tensor *a, d2r_tensor *b);
 
+/* The BLAS underneath (OpenBLAS): its thread count (n > 0 sets it;
+ * returns the count in force) and the name of the kernel set it chose for
+ * this processor (e.g. "Haswell", "SkylakeX", or "Prescott" when it fell
+ * back to generic kernels). */
+int d2r_blas_threads(int n);
+const char *d2r_blas_corename(void);
+
 /* ---- in-place updates (never recorded; for optimisers and data) ------- */
 
 int d2r_copy_(d2r_tensor *dst, const d2r_tensor *src);  /* same numel */
