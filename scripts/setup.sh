@@ -14,6 +14,7 @@ PACKAGES=(
   libcriterion-dev
   gnuplot-nox
   libsqlite3-dev libopenmpi-dev openmpi-bin
+  tmux
 )
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -234,7 +234,17 @@ static int f_implicit(lua_State *L) {
   return 3;
 }
 
+/* ---- memory -------------------------------------------------------------- */
+
+/* d2r.live_bytes(): bytes of engine tensor data alive in this thread
+ * (graphs included; tensors Lua has not collected yet count too). */
+static int f_live_bytes(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)d2r_live_bytes());
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
+  {"live_bytes", f_live_bytes},
   {"hvp", f_hvp},
   {"mixed_vp", f_mixed_vp},
   {"flatten", f_flatten},
