@@ -23,10 +23,8 @@ d2r_tensor *d2r_class_indices(const d2r_tensor *t, int64_t classes)
   return d2r_contiguous((d2r_tensor *)t);
 }
 
-/* d2r_class_indices with the caller's name and the argument's in front of
- * a failure message. */
-static d2r_tensor *indices_for(const d2r_tensor *t, int64_t classes,
-                               const char *fn, const char *what)
+d2r_tensor *d2r_class_indices_for(const d2r_tensor *t, int64_t classes,
+                                  const char *fn, const char *what)
 {
   d2r_tensor *out = d2r_class_indices(t, classes);
   if (!out && t) {
@@ -92,7 +90,7 @@ d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
                     d2r_shape_str(samples, buf, sizeof buf));
   }
   d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *idx = d2r_keep(&s, indices_for(samples, c,
+  d2r_tensor *idx = d2r_keep(&s, d2r_class_indices_for(samples, c,
                                         "categorical_log_prob", "samples"));
   d2r_tensor *lsm = d2r_keep(&s, idx ? d2r_log_softmax(logits, 1) : NULL);
   d2r_tensor *out = d2r_gather(lsm, 1, idx);

@@ -11,20 +11,6 @@
 
 /* ---- helpers --------------------------------------------------------- */
 
-/* d2r_class_indices with the caller's name and the argument's in front of
- * a failure message. */
-static d2r_tensor *indices_for(const d2r_tensor *t, int64_t classes,
-                               const char *fn, const char *what)
-{
-  d2r_tensor *out = d2r_class_indices(t, classes);
-  if (!out && t) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", d2r_error());
-    d2r_fail("%s: %s: %s", fn, what, msg);
-  }
-  return out;
-}
-
 /* The kind of a reward matrix for n dimensions: 0 for a scalar u
  * (U = u I), 1 for a diagonal [n], 2 for a full [n, n]; -1 (with a
  * message) for anything else. */
@@ -172,10 +158,10 @@ d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
   if (kind < 0)
     return NULL;
   d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *smp = d2r_keep(&s, indices_for(samples, classes, fn,
-                                             "samples"));
-  d2r_tensor *lab = d2r_keep(&s, smp ? indices_for(labels, classes, fn,
-                                                   "labels") : NULL);
+  d2r_tensor *smp = d2r_keep(&s, d2r_class_indices_for(samples, classes,
+                                                       fn, "samples"));
+  d2r_tensor *lab = d2r_keep(&s, smp ? d2r_class_indices_for(labels,
+                                         classes, fn, "labels") : NULL);
   d2r_tensor *ycol = d2r_keep(&s, d2r_unsqueeze(lab, 1));
   d2r_tensor *wrong = d2r_keep(&s, d2r_ne(smp, ycol));
   d2r_tensor *q = wrong ? onehot_quad(&s, U, kind, smp, lab, ycol, wrong)
@@ -200,8 +186,8 @@ d2r_tensor *d2r_cross_entropy(d2r_tensor *logits, const d2r_tensor *labels)
                     d2r_shape_str(labels, b2, sizeof b2));
   }
   d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *lab = d2r_keep(&s, indices_for(labels, d2r_dim(logits, 1), fn,
-                                             "labels"));
+  d2r_tensor *lab = d2r_keep(&s, d2r_class_indices_for(labels,
+                                   d2r_dim(logits, 1), fn, "labels"));
   d2r_tensor *ycol = d2r_keep(&s, d2r_unsqueeze(lab, 1));
   d2r_tensor *lsm = d2r_keep(&s, ycol ? d2r_log_softmax(logits, 1) : NULL);
   d2r_tensor *lp = d2r_keep(&s, d2r_gather(lsm, 1, ycol));

@@ -35,6 +35,10 @@ typedef enum d2r_reduce {
  * it as read-only) after checking that every element is an integer in
  * [0, classes); fails naming the first value that is not. */
 d2r_tensor *d2r_class_indices(const d2r_tensor *t, int64_t classes);
+/* The same, with "fn: what: " in front of a failure message, for
+ * functions that check an argument of theirs. */
+d2r_tensor *d2r_class_indices_for(const d2r_tensor *t, int64_t classes,
+                                  const char *fn, const char *what);
 
 /* ---- categorical, from logits [B, C] --------------------------------- */
 
