@@ -273,4 +273,37 @@ d2r.write_csv(opts.out .. "/summary.csv",
               {"dataset", "method", "metric", "mean", "std", "n"}, summary)
 print(d2r.format_table({"dataset", "method", "beta", "test accuracy",
                         "test NLL", "n"}, lines))
-print(("results: %s/runs.csv, %s/summary.csv"):format(opts.out, opts.out))
+
+-- Does PG match or beat NLL?  Each PG method against NLL on test
+-- accuracy: the difference of means, Welch's two-sided p-value, and the
+-- probability that a PG run beats an NLL run (with a 95% bootstrap
+-- interval).  Runs are paired by seed, but the tests treat them as
+-- independent samples, which is the cautious choice.
+local comparisons, clines = {}, {}
+for _, key in ipairs(order) do
+  local g = groups[key]
+  local base = groups[g.dataset .. "|nll"]
+  if g.method ~= "nll" and base and #g.acc >= 2 and #base.acc >= 2 then
+    local c = S.compare(g.acc, base.acc, {seed = 1})
+    comparisons[#comparisons + 1] = {
+      dataset = g.dataset, method = g.method, baseline = "nll",
+      metric = "test_accuracy", diff = c.diff, welch_p = c.p,
+      p_improvement = c.poi, p_improvement_lo = c.poi_lo,
+      p_improvement_hi = c.poi_hi}
+    clines[#clines + 1] = {g.dataset, g.method, ("%+.4f"):format(c.diff),
+                           ("%.3f"):format(c.p),
+                           ("%.2f [%.2f, %.2f]"):format(c.poi, c.poi_lo,
+                                                        c.poi_hi)}
+  end
+end
+if #comparisons > 0 then
+  d2r.write_csv(opts.out .. "/comparisons.csv",
+                {"dataset", "method", "baseline", "metric", "diff",
+                 "welch_p", "p_improvement", "p_improvement_lo",
+                 "p_improvement_hi"}, comparisons)
+  print()
+  print(d2r.format_table({"dataset", "PG method", "acc - NLL acc",
+                          "Welch p", "P(PG run beats NLL run)"}, clines))
+end
+print(("results: %s/runs.csv, %s/summary.csv, %s/comparisons.csv")
+      :format(opts.out, opts.out, opts.out))
