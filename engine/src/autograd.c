@@ -36,9 +36,10 @@ static bool tlist_push(tlist *l, d2r_tensor *t) {
  * Every tensor visited (with or without a node) gets this pass's mark and
  * a cleared accumulator.  Depth-first with an explicit stack: a tensor is
  * marked when it is expanded, not when pushed, and re-pushed with its low
- * pointer bit set so that it is emitted after everything below it. */
+ * pointer bit set so that it is emitted after everything below it.
+ * Tensors made before min_seq are not entered. */
 static bool topo_sort(int nroot, d2r_tensor *const *roots, uint64_t mark,
-                      tlist *order, tlist *seen) {
+                      uint64_t min_seq, tlist *order, tlist *seen) {
   tlist stack = {0};
   bool ok = true;
   for (int r = 0; r < nroot && ok; r++) ok = tlist_push(&stack, roots[r]);
@@ -57,7 +58,8 @@ static bool topo_sort(int nroot, d2r_tensor *const *roots, uint64_t mark,
     ok = tlist_push(&stack, (d2r_tensor *)(bits | 1));
     for (int i = 0; ok && i < t->node->nin; i++) {
       d2r_tensor *in = t->node->in[i];
-      if (d2r_needs_grad(in) && in->mark != mark)
+      /* Older than every requested input: cannot lead to one. */
+      if (d2r_needs_grad(in) && in->mark != mark && in->seq >= min_seq)
         ok = tlist_push(&stack, in);
     }
   }
@@ -178,8 +180,11 @@ static int pass(int nout, d2r_tensor *const *outputs,
                 tlist *seen) {
   for (int i = 0; i < nout; i++)
     if (!outputs[i]) return -1;
-  uint64_t mark = ++pass_mark;
-  if (!topo_sort(nout, outputs, mark, order, seen)) return -1;
+  uint64_t mark = ++pass_mark, min_seq = UINT64_MAX;
+  for (int i = 0; i < nkeep; i++)
+    if (keep[i]->seq < min_seq) min_seq = keep[i]->seq;
+  if (nkeep == 0) min_seq = 0;
+  if (!topo_sort(nout, outputs, mark, min_seq, order, seen)) return -1;
   for (int i = 0; i < nkeep; i++) keep[i]->keep_acc = true;
   bool was = d2r_set_grad_enabled(create_graph);
   int rc = seed_outputs(nout, outputs, grad_outputs);

@@ -173,9 +173,12 @@ static int solve_cg(linop *A, const d2r_solve_config *c, const double *b,
     if (apply(A, d, ad) < 0) return -1;
     info->iterations++;
     double curv = dot(d, ad, p);
-    /* Non-positive curvature: the operator is not positive definite
-     * along d, so CG cannot go on; the residual says how far it got. */
-    if (!(curv > 0)) break;
+    /* CG is a Galerkin method: on an indefinite operator (a surrogate's
+     * Hessian often is) its iterates are still the Galerkin solutions of
+     * their Krylov spaces, so it goes on, and the measured residual says
+     * how good they are.  Only a curvature of exactly zero (or a
+     * non-finite one) breaks it down. */
+    if (curv == 0 || !isfinite(curv)) break;
     double alpha = rs / curv;
     for (int64_t i = 0; i < p; i++) x[i] += alpha * d[i], r[i] -= alpha * ad[i];
     double rs_new = dot(r, r, p);

@@ -127,10 +127,13 @@ static int64_t count(int ndim, const int64_t *shape) {
   return n;
 }
 
+static _Thread_local uint64_t next_seq;
+
 static d2r_tensor *tensor_alloc(void) {
   d2r_tensor *t = d2r_alloc_tensor();
   if (!t) return d2r_fail("out of memory allocating a tensor");
   t->refs = 1;
+  t->seq = ++next_seq;
   return t;
 }
 

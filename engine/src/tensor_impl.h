@@ -50,6 +50,9 @@ struct d2r_tensor {
   bool leaf_grad;        /* a leaf that collects gradients */
   d2r_tensor *grad;      /* accumulated by d2r_backward */
   d2r_node *node;        /* how this tensor was computed, or NULL */
+  /* Creation order: a tensor can only depend on tensors made before it,
+   * which lets a gradient pass skip everything older than its inputs. */
+  uint64_t seq;
   /* Scratch used by a backward pass and by the deferred free list. */
   uint64_t mark;
   bool keep_acc;

@@ -325,3 +325,34 @@ Test(autodiff, long_chain_frees_without_recursion) {
   cr_expect_eq(d2r_item(g), 1.0);
   d2r_release(g), d2r_release(y), d2r_release(x);
 }
+
+Test(autodiff, gradient_pass_prunes_older_tensors) {
+  /* A long chain, then a short tail from an intermediate: the gradient
+   * with respect to that intermediate must be right whether or not the
+   * pass enters the older part (it need not: nothing there depends on
+   * the intermediate). */
+  double v[1] = {2};
+  d2r_tensor *x = d2r_vector(1, v);
+  d2r_set_requires_grad(x, true);
+  d2r_tensor *y = d2r_retain(x);
+  for (int i = 0; i < 100000; i++) {
+    d2r_tensor *n = d2r_muls(y, 1.0);
+    d2r_release(y);
+    y = n;
+  }
+  d2r_tensor *mid = y;                       /* = x, with a long history */
+  d2r_tensor *sq = d2r_square(mid), *f = d2r_sum_all(sq), *g[2];
+  d2r_tensor *ins[2] = {mid, x};
+  cr_assert_eq(d2r_autograd(1, &f, NULL, 2, ins, false, false, g), 0, "%s",
+               d2r_error());
+  cr_expect_eq(d2r_item(g[0]), 4.0);         /* d(mid^2)/dmid = 2 mid */
+  cr_expect_eq(d2r_item(g[1]), 4.0);         /* and through the chain */
+  d2r_release(g[0]), d2r_release(g[1]);
+  /* A tensor made after the output cannot be an input of it. */
+  d2r_tensor *late = d2r_vector(1, v), *gl;
+  d2r_set_requires_grad(late, true);
+  cr_expect_eq(d2r_autograd(1, &f, NULL, 1, &late, false, false, &gl), -1);
+  cr_expect(strstr(d2r_error(), "do not depend"), "%s", d2r_error());
+  d2r_release(late), d2r_release(sq), d2r_release(f), d2r_release(mid);
+  d2r_release(x);
+}
