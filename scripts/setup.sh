@@ -15,6 +15,7 @@ PACKAGES=(
   gnuplot-nox
   libsqlite3-dev libopenmpi-dev openmpi-bin
   tmux
+  clang-14 libclang-rt-14-dev valgrind
 )
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -42,5 +42,6 @@
 #include "d2r/dataset.h"
 #include "d2r/env.h"
 #include "d2r/planner.h"
+#include "d2r/dynamics.h"
 
 #endif
