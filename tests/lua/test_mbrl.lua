@@ -1,0 +1,65 @@
+-- Smoke test of scripts/mbrl.lua (the model-based RL experiment): it runs
+-- with --quick into a temporary folder; summary.csv must list every
+-- method with finite values (test RMSE, NLL and rollout error for the
+-- learned models, a closed-loop return for all, baselines included),
+-- and every run must have finished.
+local check = require "check"
+
+local exe = arg and arg[-1] or "build/d2r"
+local tmp = os.tmpname()
+os.remove(tmp)
+tmp = tmp .. ".d2r-mbrl"
+
+local function quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local cmd = ("%s scripts/mbrl.lua --quick --out %s --progress none 2>&1")
+            :format(quote(exe), quote(tmp))
+local p = io.popen(cmd)
+local text = p:read("a")
+check.ok(p:close(), "mbrl.lua --quick exits 0:\n" .. text)
+check.ok(text:find("pg_full", 1, true), "the table is printed")
+
+local function finite(v)
+  return type(v) == "number" and v == v and v ~= math.huge
+         and v ~= -math.huge
+end
+
+local runs = d2r.read_results(tmp .. "/runs.csv")
+check.ok(runs and #runs > 0, "runs.csv has rows")
+for _, r in ipairs(runs) do
+  check.eq(r.status, "done", ("run %d finished"):format(r.run))
+end
+
+local rows, header = d2r.read_results(tmp .. "/summary.csv")
+check.ok(rows and #rows > 0, "summary.csv has rows")
+local have = {}
+for _, h in ipairs(header) do have[h] = true end
+for _, c in ipairs{"env", "method", "metric", "n", "mean", "std"} do
+  check.ok(have[c], "summary.csv has column " .. c)
+end
+
+local seen = {}
+for _, r in ipairs(rows) do
+  seen[r.method .. "/" .. r.metric] = true
+  check.ok(finite(r.mean), ("%s %s mean is finite (%s)")
+           :format(r.method, r.metric, tostring(r.mean)))
+  check.ok(r.n >= 1, ("%s %s has values"):format(r.method, r.metric))
+end
+local learned = {"mse", "nll", "pg_identity", "pg_isotropic", "pg_full",
+                 "pg_learned"}
+for _, m in ipairs(learned) do
+  for _, metric in ipairs{"rmse", "nll", "rollout_h1", "rollout_h10",
+                          "return"} do
+    check.ok(seen[m .. "/" .. metric], ("%s has %s"):format(m, metric))
+  end
+end
+check.ok(seen["pg_learned/u"], "the learned u is reported")
+for _, m in ipairs{"random", "simulator"} do
+  check.ok(seen[m .. "/return"], m .. " has a return")
+  check.ok(not seen[m .. "/rmse"], m .. " has no model metrics")
+end
+
+os.execute("rm -rf " .. quote(tmp))
+check.done("test_mbrl")
