@@ -90,24 +90,38 @@ void d2r_release(d2r_tensor *t) {
 
 /* ---- shapes ------------------------------------------------------------- */
 
+/* Largest element count (and stride) a tensor may have; products are
+ * checked against it so they can never wrap around. */
+#define D2R_MAX_NUMEL (INT64_C(1) << 50)
+
+bool d2r_shape_fits(int ndim, const int64_t *shape) {
+  /* Zero-size dimensions count as 1 here: strides are products of the
+   * other sizes and must fit too. */
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    int64_t d = shape[i] > 1 ? shape[i] : 1;
+    if (n > D2R_MAX_NUMEL / d) return false;
+    n *= d;
+  }
+  return true;
+}
+
 bool d2r_check_shape(int ndim, const int64_t *shape, const char *fn) {
   if (ndim < 0 || ndim > D2R_MAXDIM) {
     d2r_fail("%s: %d dimensions (at most %d are supported)", fn, ndim,
              D2R_MAXDIM);
     return false;
   }
-  int64_t n = 1;
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0) {
       d2r_fail("%s: negative size %lld in dimension %d", fn,
                (long long)shape[i], i + 1);
       return false;
     }
-    if (shape[i] > 0 && n > (INT64_C(1) << 50) / shape[i]) {
-      d2r_fail("%s: shape too large", fn);
-      return false;
-    }
-    n *= shape[i];
+  }
+  if (!d2r_shape_fits(ndim, shape)) {
+    d2r_fail("%s: shape too large", fn);
+    return false;
   }
   return true;
 }

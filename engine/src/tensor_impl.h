@@ -91,6 +91,9 @@ bool d2r_needs_grad(const d2r_tensor *t);
 /* Axis in [0, ndim) from a possibly negative one; -1 with an error. */
 int d2r_norm_axis(const d2r_tensor *t, int axis, const char *fn);
 bool d2r_check_shape(int ndim, const int64_t *shape, const char *fn);
+/* Whether the product of the sizes (zeros counted as 1) stays within the
+ * largest tensor d2r allows. */
+bool d2r_shape_fits(int ndim, const int64_t *shape);
 /* Broadcast shape of a and b into out; false with an error if none. */
 bool d2r_broadcast_shape(const d2r_tensor *a, const d2r_tensor *b, int *ndim,
                          int64_t *shape, const char *fn);

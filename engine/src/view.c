@@ -71,19 +71,22 @@ d2r_tensor *d2r_reshape(d2r_tensor *t, int ndim, const int64_t *shape) {
   if (!t) return NULL;
   if (ndim < 0 || ndim > D2R_MAXDIM)
     return d2r_fail("reshape: %d dimensions (at most %d)", ndim, D2R_MAXDIM);
-  int64_t sh[D2R_MAXDIM], known = 1;
+  int64_t sh[D2R_MAXDIM] = {0}, known = 1;
   int free_axis = -1;
   for (int i = 0; i < ndim; i++) {
     sh[i] = shape[i];
     if (shape[i] == -1 && free_axis < 0) {
       free_axis = i;
+      sh[i] = 1;
     } else if (shape[i] < 0) {
       return d2r_fail("reshape: invalid size %lld in dimension %d",
                       (long long)shape[i], i + 1);
-    } else {
-      known *= shape[i];
     }
   }
+  if (!d2r_shape_fits(ndim, sh))
+    return d2r_fail("reshape: shape too large");
+  for (int i = 0; i < ndim; i++)
+    if (i != free_axis) known *= sh[i];
   if (free_axis >= 0) {
     if (known == 0 || t->numel % known)
       return d2r_fail("reshape: cannot infer dimension %d for %lld elements",
