@@ -76,6 +76,12 @@ if [ "$nreports" -gt 0 ]; then
   status=1
 fi
 
+# A short fuzzing round of every reader of outside data (skipped with a
+# message when clang is missing); a crash found fails the run and is kept
+# in tests/fuzz/regressions/ for the replay tests.
+say "fuzzing (5 s per reader, scripts/fuzz.sh)"
+bash scripts/fuzz.sh 5 || status=1
+
 say "engine test cases inside those: $cases_passed passed," \
     "$cases_failed failed"
 echo "tests: $passed passed, $failed failed"

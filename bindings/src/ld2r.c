@@ -22,6 +22,7 @@ static const lua_CFunction parts[] = {
   ld2r_open_repl,
   ld2r_open_policy,
   ld2r_open_env,
+  ld2r_open_checkpoint,
   NULL
 };
 

@@ -114,6 +114,7 @@ int ld2r_open_statfns(lua_State *L);
 int ld2r_open_repl(lua_State *L);        /* lrepl.c: d2r.time */
 int ld2r_open_policy(lua_State *L);      /* lpolicy.c */
 int ld2r_open_env(lua_State *L);         /* lenv.c */
+int ld2r_open_checkpoint(lua_State *L);  /* lcheckpoint.c */
 
 /* ---- ld2r.c ---------------------------------------------------------- */
 

@@ -287,9 +287,12 @@ static int parse_record(const image *im, size_t *pos, size_t end,
   if (nd > D2R_MAXDIM || (end - *pos) / 8 < nd) return -1;
   r->ndim = (int)nd;
   r->numel = 1;
+  uint64_t span = 1;    /* product of the non-zero sizes: a shape with a
+                         * zero holds nothing but must still have strides */
   for (uint32_t d = 0; d < nd; d++, *pos += 8) {
     uint64_t dim = get_u64(b + *pos);
-    if (dim > (uint64_t)INT64_MAX) return -1;
+    if (dim != 0 && span > (UINT64_C(1) << 50) / dim) return -1;
+    span *= dim != 0 ? dim : 1;
     r->shape[d] = (int64_t)dim;
     if (dim != 0 && (uint64_t)r->numel > (end - *pos) / 8 / dim) return -1;
     r->numel *= (int64_t)dim;

@@ -80,8 +80,9 @@ static int adam_check(const d2r_adam_config *c) {
 
 void d2r_optim_free(d2r_optim *o) {
   if (o == NULL) return;
-  for (int i = 0; i < o->n; i++) d2r_release(o->params[i]);
-  for (int j = 0; j < o->n * o->nbuf; j++) d2r_release(o->bufs[j]);
+  for (int i = 0; o->params && i < o->n; i++) d2r_release(o->params[i]);
+  for (int j = 0; o->bufs && j < o->n * o->nbuf; j++)
+    d2r_release(o->bufs[j]);
   free(o->params);
   free(o->steps);
   free(o->bufs);

@@ -316,6 +316,29 @@ int d2r_rng_get_state(const d2r_rng *r, void *buf, size_t size) {
   return 0;
 }
 
+/* The layout of GSL's MT19937 state (its mt.c): 624 words of 32 bits,
+ * each in an unsigned long, then the position of the next word. */
+typedef struct mt_state {
+  unsigned long mt[624];
+  int mti;
+} mt_state;
+
+/* False for bytes GSL could not have produced: a position outside
+ * 0..624 reads outside the words, and a word above 32 bits makes draws
+ * of 1 or more (and integer draws loop forever). */
+static int mt_state_valid(const void *buf, size_t size) {
+  mt_state s;
+  if (size != sizeof s)
+    return 1;     /* another layout: nothing known to check */
+  memcpy(&s, buf, sizeof s);
+  if (s.mti < 0 || s.mti > 624)
+    return 0;
+  for (int i = 0; i < 624; i++)
+    if (s.mt[i] > 0xffffffffUL)
+      return 0;
+  return 1;
+}
+
 int d2r_rng_set_state(d2r_rng *r, const void *buf, size_t size) {
   if (!r || !buf) {
     d2r_fail("rng_set_state: no generator or no buffer given");
@@ -324,6 +347,10 @@ int d2r_rng_set_state(d2r_rng *r, const void *buf, size_t size) {
   if (size != gsl_rng_size(r->g)) {
     d2r_fail("rng_set_state: buffer holds %zu bytes, the state %zu",
              size, gsl_rng_size(r->g));
+    return -1;
+  }
+  if (!mt_state_valid(buf, size)) {
+    d2r_fail("rng_set_state: not a valid MT19937 state");
     return -1;
   }
   memcpy(gsl_rng_state(r->g), buf, size);

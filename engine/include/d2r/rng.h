@@ -41,7 +41,8 @@ d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
                                  int64_t draws);
 
 /* Generator state as bytes, for checkpoints.  d2r_rng_state_size gives
- * the byte count; set_state fails on a buffer of the wrong size. */
+ * the byte count; set_state fails, changing nothing, on a buffer of the
+ * wrong size or bytes that are not a valid state. */
 size_t d2r_rng_state_size(const d2r_rng *r);
 int d2r_rng_get_state(const d2r_rng *r, void *buf, size_t size);
 int d2r_rng_set_state(d2r_rng *r, const void *buf, size_t size);
