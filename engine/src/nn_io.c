@@ -5,15 +5,12 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include "file_io.h"
 #include "d2r/nn.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define HEADER_SIZE 24
 #define TRAILER_SIZE 4
@@ -112,74 +109,6 @@ static uint8_t *encode(const char *path, int n, d2r_tensor *const *params,
 
 /* ---- atomic writes ------------------------------------------------------ */
 
-static int write_all(int fd, const uint8_t *buf, size_t size) {
-  while (size > 0) {
-    ssize_t k = write(fd, buf, size);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return -1;
-    buf += k;
-    size -= (size_t)k;
-  }
-  return 0;
-}
-
-/* Creates a new temporary file next to path; its name goes to tmp. */
-static int open_temp(const char *path, char *tmp, size_t cap) {
-  for (int attempt = 0; attempt < 100; attempt++) {
-    int k = snprintf(tmp, cap, "%s.tmp-%ld-%d", path, (long)getpid(),
-                     attempt);
-    if (k < 0 || (size_t)k >= cap) {
-      errno = ENAMETOOLONG;
-      return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-    if (fd >= 0 || errno != EEXIST) return fd;
-  }
-  return -1;
-}
-
-/* Best effort: makes the rename durable by syncing the directory. */
-static void sync_dir(const char *path) {
-  char dir[4096];
-  const char *slash = strrchr(path, '/');
-  size_t len = slash == NULL ? 1 : (size_t)(slash - path);
-  if (slash == path) len = 1;
-  if (len >= sizeof dir) return;
-  memcpy(dir, slash == NULL ? "." : path, len);
-  dir[len] = '\0';
-  int fd = open(dir, O_RDONLY);
-  if (fd < 0) return;
-  fsync(fd);
-  close(fd);
-}
-
-static int write_atomic(const char *path, const uint8_t *buf, size_t size) {
-  char tmp[4096];
-  int fd = open_temp(path, tmp, sizeof tmp);
-  if (fd < 0) {
-    d2r_fail("%s: cannot create a temporary file (%s)", path,
-             strerror(errno));
-    return -1;
-  }
-  int rc = write_all(fd, buf, size) == 0 && fsync(fd) == 0 ? 0 : -1;
-  int err = errno;
-  if (close(fd) != 0 && rc == 0) {
-    rc = -1;
-    err = errno;
-  }
-  if (rc == 0 && rename(tmp, path) != 0) {
-    rc = -1;
-    err = errno;
-  }
-  if (rc != 0) {
-    unlink(tmp);
-    d2r_fail("%s: cannot write (%s)", path, strerror(err));
-    return -1;
-  }
-  sync_dir(path);
-  return 0;
-}
-
 int d2r_params_save(const char *path, int n, d2r_tensor *const *params) {
   if (path == NULL || n < 0 || (n > 0 && params == NULL) ||
       n > MAX_TENSORS) {
@@ -189,7 +118,7 @@ int d2r_params_save(const char *path, int n, d2r_tensor *const *params) {
   size_t size = 0;
   uint8_t *buf = encode(path, n, params, &size);
   if (buf == NULL) return -1;
-  int rc = write_atomic(path, buf, size);
+  int rc = d2r_file_write_atomic(path, buf, size);
   free(buf);
   return rc;
 }
@@ -217,31 +146,8 @@ static void image_free(image *im) {
 
 /* Reads the whole file into im->buf; 0 or -1. */
 static int slurp(const char *path, image *im) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) {
-    d2r_fail("%s: cannot open (%s)", path, strerror(errno));
-    return -1;
-  }
-  size_t cap = 1 << 16, size = 0;
-  uint8_t *buf = malloc(cap);
-  while (buf != NULL) {
-    size += fread(buf + size, 1, cap - size, f);
-    if (size < cap) break;
-    uint8_t *bigger = realloc(buf, cap * 2);
-    if (bigger == NULL) free(buf);
-    buf = bigger;
-    cap *= 2;
-  }
-  int bad = buf == NULL || ferror(f);
-  fclose(f);
-  if (bad) {
-    free(buf);
-    d2r_fail("%s: cannot read", path);
-    return -1;
-  }
-  im->buf = buf;
-  im->size = size;
-  return 0;
+  im->buf = d2r_file_read(path, &im->size);
+  return im->buf ? 0 : -1;
 }
 
 /* Magic, version, declared length and checksum; 0 or -1. */
