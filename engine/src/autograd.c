@@ -126,7 +126,7 @@ static int check_grads(d2r_node *n, d2r_tensor *gout, d2r_tensor **gin) {
   return 0;
 }
 
-static int run_backward(tlist *order) {
+static int run_backward(tlist *order, uint64_t mark) {
   for (int64_t k = order->n - 1; k >= 0; k--) {
     d2r_tensor *t = order->items[k];
     d2r_node *n = t->node;
@@ -145,7 +145,9 @@ static int run_backward(tlist *order) {
       return -1;
     for (int i = 0; i < n->nin; i++) {
       if (!gin[i]) continue;
-      if (!d2r_needs_grad(n->in[i])) {
+      /* An input this pass did not enter (older than every requested
+       * input) has no accumulator to take its gradient. */
+      if (!d2r_needs_grad(n->in[i]) || n->in[i]->mark != mark) {
         d2r_release(gin[i]);
         continue;
       }
@@ -188,7 +190,7 @@ static int pass(int nout, d2r_tensor *const *outputs,
   for (int i = 0; i < nkeep; i++) keep[i]->keep_acc = true;
   bool was = d2r_set_grad_enabled(create_graph);
   int rc = seed_outputs(nout, outputs, grad_outputs);
-  if (rc == 0) rc = run_backward(order);
+  if (rc == 0) rc = run_backward(order, mark);
   d2r_set_grad_enabled(was);
   for (int i = 0; i < nkeep; i++) keep[i]->keep_acc = false;
   return rc;
