@@ -3,7 +3,8 @@
 # needs (only those missing, through apt-get, as root or with sudo), builds
 # everything into build/ (Release), then runs the main experiment,
 # scripts/uci_classification.lua, passing it this script's arguments.
-# With --no-run it stops after the build (scripts/test.sh uses that).
+# With --no-run it stops after the build (scripts/test.sh uses that);
+# with --bench it also installs PyTorch for bench/d2r_bench.
 set -euo pipefail
 
 # Every Debian package d2r needs to build, test and plot: add new ones here.
@@ -23,7 +24,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 run=1
 args=()
 for a in "$@"; do
-  if [ "$a" = --no-run ]; then run=0; else args+=("$a"); fi
+  case "$a" in
+    --no-run) run=0 ;;
+    # The benchmark's PyTorch side (bench/torch) needs Debian's torch; it
+    # is large, so it is installed only when asked for.
+    --bench) PACKAGES+=(python3-torch python3-numpy) ;;
+    *) args+=("$a") ;;
+  esac
 done
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -848,8 +848,12 @@ static d2r_tensor *matmul_raw(d2r_tensor *a, d2r_tensor *b) {
   int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], nn = b->shape[nd - 1];
   int64_t batch = nd == 3 ? a->shape[0] : 1;
   int64_t sh[3] = {batch, m, nn};
-  d2r_tensor *out = nd == 3 ? d2r_zeros(3, sh) : d2r_zeros(2, sh + 1);
-  if (!out || m == 0 || nn == 0 || k == 0) return out;
+  /* dgemm with beta 0 overwrites the output, so it need not be zeroed
+   * first, except when there is no product to write (k = 0). */
+  bool empty = m == 0 || nn == 0 || k == 0;
+  d2r_tensor *out = nd == 3 ? (empty ? d2r_zeros : d2r_new)(3, sh)
+                            : (empty ? d2r_zeros : d2r_new)(2, sh + 1);
+  if (!out || empty) return out;
   d2r_tensor *ca = d2r_retain(a), *cb = d2r_retain(b);
   CBLAS_TRANSPOSE ta, tb;
   int64_t lda, ldb;
