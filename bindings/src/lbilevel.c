@@ -243,8 +243,16 @@ static int f_live_bytes(lua_State *L) {
   return 1;
 }
 
+/* d2r.blas(): the OpenBLAS kernel set in use and its thread count. */
+static int f_blas(lua_State *L) {
+  lua_pushstring(L, d2r_blas_corename());
+  lua_pushinteger(L, d2r_blas_threads(0));
+  return 2;
+}
+
 static const luaL_Reg funcs[] = {
   {"live_bytes", f_live_bytes},
+  {"blas", f_blas},
   {"hvp", f_hvp},
   {"mixed_vp", f_mixed_vp},
   {"flatten", f_flatten},

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,8 +68,59 @@ static void print_usage(void) {
     "  merge DST SRC...    one store from the stores of shards\n");
 }
 
+/* ---- BLAS kernels ------------------------------------------------------ */
+
+/*
+ * OpenBLAS picks its kernels when it loads, from the processor it
+ * detects, and falls back to generic ones (several times slower) on
+ * processors newer than it knows.  When that happened, the user chose
+ * nothing (OPENBLAS_CORETYPE unset), and the processor has AVX-512 or
+ * AVX2 with FMA, the program runs itself again with the matching kernels:
+ * the choice has to be made before OpenBLAS loads.  The kernels compute
+ * the same results up to rounding (bench/d2r_bench --kernels compares
+ * them).  D2R_BLAS_CHOSEN records the choice and stops a second round.
+ */
+static const char *const generic_cores[] = {
+  "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
+  "Unknown", NULL
+};
+
+static void choose_blas_kernels(char **argv) {
+  if (getenv("OPENBLAS_CORETYPE") != NULL || getenv("D2R_BLAS_CHOSEN"))
+    return;
+  const char *core = d2r_blas_corename();
+  int generic = 0;
+  for (int i = 0; core != NULL && generic_cores[i] != NULL; i++)
+    generic = generic || strcasecmp(core, generic_cores[i]) == 0;
+  if (!generic)
+    return;
+  const char *pick = NULL;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+      && __builtin_cpu_supports("avx512bw")
+      && __builtin_cpu_supports("avx512vl"))
+    pick = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    pick = "Haswell";
+#endif
+  if (pick == NULL)
+    return;
+  setenv("OPENBLAS_CORETYPE", pick, 1);
+  setenv("D2R_BLAS_CHOSEN", pick, 1);
+  execv("/proc/self/exe", argv);
+  /* exec failed: go on with the generic kernels. */
+}
+
 static void print_version(void) {
+  const char *chosen = getenv("D2R_BLAS_CHOSEN");
   printf(PROGNAME " %s (%s)\n", D2R_VERSION, LUA_RELEASE);
+  printf("BLAS: OpenBLAS, %d thread%s, kernels %s (%s)\n",
+         d2r_blas_threads(0), d2r_blas_threads(0) == 1 ? "" : "s",
+         d2r_blas_corename(),
+         chosen ? "chosen by d2r over a generic fallback"
+         : getenv("OPENBLAS_CORETYPE") ? "set by OPENBLAS_CORETYPE"
+         : "chosen by OpenBLAS");
   fflush(stdout);
 }
 
@@ -692,6 +744,7 @@ static int pmain(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+  choose_blas_kernels(argv);
   lua_State *L = luaL_newstate();
   int status, ok;
   if (L == NULL) {
