@@ -7,6 +7,10 @@ local Tensor = d2r.Tensor
 -- Runs f(...) with gradient recording set to `enabled`, restoring the
 -- previous setting afterwards, also when f raises an error.
 local function with_grad(enabled, f, ...)
+  if type(f) ~= "function" then
+    error(("bad argument #1 (function expected, got %s)"):format(type(f)),
+          3)
+  end
   local prev = d2r.set_grad_enabled(enabled)
   local res = table.pack(pcall(f, ...))
   d2r.set_grad_enabled(prev)
