@@ -4,6 +4,7 @@
  * clipping, the plateau schedule and early stopping.
  */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -510,4 +511,29 @@ Test(schedule, early_stop_min_delta_and_nan) {
   cr_expect(strstr(d2r_error(), "keep_best") != NULL, "%s", d2r_error());
   cr_expect_eq(d2r_early_stop_best_epoch(e), -1);
   d2r_early_stop_free(e);
+}
+
+Test(optim, decayed_moments_flush_to_zero) {
+  /* One tiny gradient, then zeros: the first moment decays by beta1 a
+   * step and would turn subnormal after ~150 steps; it must become 0
+   * instead, and never be subnormal on the way. */
+  double v0[1] = {0}, g1[1] = {1e-300}, g0[1] = {0};
+  d2r_tensor *p = param(1, v0);
+  d2r_adam_config c = d2r_adam_defaults();
+  d2r_optim *o = d2r_adam_new(1, &p, &c);
+  cr_assert_not_null(o, "%s", d2r_error());
+  set_grad(p, g1);
+  cr_assert_eq(d2r_optim_step(o), 0, "%s", d2r_error());
+  set_grad(p, g0);
+  for (int t = 0; t < 300; t++) {
+    cr_assert_eq(d2r_optim_step(o), 0, "%s", d2r_error());
+    double m = d2r_data(d2r_optim_buffer(o, 0, 0))[0];
+    double s = d2r_data(d2r_optim_buffer(o, 0, 1))[0];
+    cr_assert(m == 0 || fabs(m) >= DBL_MIN, "subnormal m %g at step %d",
+              m, t);
+    cr_assert(s == 0 || s >= DBL_MIN, "subnormal v %g at step %d", s, t);
+  }
+  cr_expect_eq(d2r_data(d2r_optim_buffer(o, 0, 0))[0], 0.0);
+  d2r_optim_free(o);
+  d2r_release(p);
 }
