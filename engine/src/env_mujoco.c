@@ -139,7 +139,7 @@ static int rewards(mj_env *e, int64_t n, const double *obs,
   return default_reward(e, n, act, next, reward, done);
 }
 
-/* ---- the environment ------------------------------------------------------ */
+/* ---- the environment ---------------------------------------------- */
 
 static void mj_free(void *impl) {
   mj_env *e = impl;

@@ -211,7 +211,8 @@ Test(tensor, matmul_against_naive) {
   for (int i = 0; i < 3; i++)
     for (int j = 0; j < 2; j++) {
       want[i * 2 + j] = 0;
-      for (int k = 0; k < 4; k++) want[i * 2 + j] += a[i * 4 + k] * b[k * 2 + j];
+      for (int k = 0; k < 4; k++)
+        want[i * 2 + j] += a[i * 4 + k] * b[k * 2 + j];
     }
   expect_values(C, want, 6);
   /* Transposed operands read through BLAS without copies. */

@@ -7,8 +7,9 @@
 -- the arguments (some patterns are valid for some functions); nothing
 -- may crash.  Lua code that runs on for 5e7 instructions is stopped
 -- and listed (C code cannot be stopped: a hang there hangs the test).
--- Afterwards the interpreter must still compute the right values.  Run from a scratch directory (a function that takes a
--- number for a name may create a file or directory so named).
+-- Afterwards the interpreter must still compute the right values.  Run
+-- from a scratch directory (a function that takes a number for a name
+-- may create a file or directory so named).
 local check = require "check"
 local T = d2r.tensor
 
