@@ -56,22 +56,14 @@ static uint8_t *reserve(wbuf *w, size_t k) {
   return at;
 }
 
-static void set_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void set_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static void put_u32(wbuf *w, uint32_t v) {
   uint8_t *p = reserve(w, 4);
-  if (p) set_u32(p, v);
+  if (p) d2r_le_put_u32(p, v);
 }
 
 static void put_u64(wbuf *w, uint64_t v) {
   uint8_t *p = reserve(w, 8);
-  if (p) set_u64(p, v);
+  if (p) d2r_le_put_u64(p, v);
 }
 
 static void put_f64(wbuf *w, double x) {
@@ -95,7 +87,7 @@ static size_t section_begin(wbuf *w, const char *tag, uint32_t *count) {
 }
 
 static void section_end(wbuf *w, size_t at) {
-  if (!w->oom) set_u64(w->p + at, (uint64_t)(w->len - at - 8));
+  if (!w->oom) d2r_le_put_u64(w->p + at, (uint64_t)(w->len - at - 8));
 }
 
 /* ---- encoding ------------------------------------------------------- */
@@ -105,7 +97,7 @@ static void put_values(wbuf *w, const double *v, int64_t n) {
   for (int64_t i = 0; p && i < n; i++) {
     uint64_t bits;
     memcpy(&bits, &v[i], sizeof bits);
-    set_u64(p + 8 * i, bits);
+    d2r_le_put_u64(p + 8 * i, bits);
   }
 }
 
@@ -193,14 +185,14 @@ static int encode(const char *path, const d2r_checkpoint *ck, wbuf *w) {
     return -1;
   }
   memcpy(w->p, D2R_CHECKPOINT_MAGIC, 4);
-  set_u32(w->p + 4, D2R_CHECKPOINT_VERSION);
-  set_u64(w->p + 8, (uint64_t)w->len);
-  set_u64(w->p + 16, (uint64_t)ck->epoch);
-  set_u64(w->p + 24, (uint64_t)ck->step);
-  set_u32(w->p + 32, count);
-  set_u32(w->p + 36, 0);
+  d2r_le_put_u32(w->p + 4, D2R_CHECKPOINT_VERSION);
+  d2r_le_put_u64(w->p + 8, (uint64_t)w->len);
+  d2r_le_put_u64(w->p + 16, (uint64_t)ck->epoch);
+  d2r_le_put_u64(w->p + 24, (uint64_t)ck->step);
+  d2r_le_put_u32(w->p + 32, count);
+  d2r_le_put_u32(w->p + 36, 0);
   size_t body = w->len - TRAILER_SIZE;
-  set_u32(w->p + body, d2r_crc32(0, w->p, body));
+  d2r_le_put_u32(w->p + body, d2r_crc32(0, w->p, body));
   return 0;
 }
 
@@ -232,33 +224,14 @@ static const uint8_t *take(cursor *c, size_t k) {
   return at;
 }
 
-static uint32_t load_u32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
-static uint64_t load_u64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
-static double load_f64(const uint8_t *p) {
-  uint64_t bits = load_u64(p);
-  double x;
-  memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
 static uint32_t get_u32(cursor *c) {
   const uint8_t *p = take(c, 4);
-  return p ? load_u32(p) : 0;
+  return p ? d2r_le_get_u32(p) : 0;
 }
 
 static uint64_t get_u64(cursor *c) {
   const uint8_t *p = take(c, 8);
-  return p ? load_u64(p) : 0;
+  return p ? d2r_le_get_u64(p) : 0;
 }
 
 /* n float64 values (n checked against what is left); NULL past the end. */
@@ -271,7 +244,7 @@ static const uint8_t *get_values(cursor *c, uint64_t n) {
 }
 
 static void decode_values(const uint8_t *p, int64_t n, double *out) {
-  for (int64_t i = 0; i < n; i++) out[i] = load_f64(p + 8 * i);
+  for (int64_t i = 0; i < n; i++) out[i] = d2r_le_get_f64(p + 8 * i);
 }
 
 /* ---- the parsed file ------------------------------------------------- */
@@ -324,13 +297,13 @@ static int check_frame(parsed *f) {
              f->size);
     return -1;
   }
-  uint32_t version = load_u32(b + 4);
+  uint32_t version = d2r_le_get_u32(b + 4);
   if (version != D2R_CHECKPOINT_VERSION) {
     d2r_fail("%s: unsupported checkpoint version %u (expected %d)",
              f->path, (unsigned)version, D2R_CHECKPOINT_VERSION);
     return -1;
   }
-  uint64_t declared = load_u64(b + 8);
+  uint64_t declared = d2r_le_get_u64(b + 8);
   if (declared != f->size) {
     d2r_fail("%s: %s: %zu bytes, the header declares %llu", f->path,
              declared > f->size ? "truncated" : "wrong length", f->size,
@@ -338,11 +311,11 @@ static int check_frame(parsed *f) {
     return -1;
   }
   size_t body = f->size - TRAILER_SIZE;
-  if (d2r_crc32(0, b, body) != load_u32(b + body))
+  if (d2r_crc32(0, b, body) != d2r_le_get_u32(b + body))
     return bad(f, "checksum mismatch (file corrupted)");
-  if (load_u32(b + 36) != 0) return bad(f, "unknown flags set");
-  f->epoch = (int64_t)load_u64(b + 16);
-  f->step = (int64_t)load_u64(b + 24);
+  if (d2r_le_get_u32(b + 36) != 0) return bad(f, "unknown flags set");
+  f->epoch = (int64_t)d2r_le_get_u64(b + 16);
+  f->step = (int64_t)d2r_le_get_u64(b + 24);
   return 0;
 }
 
@@ -358,7 +331,7 @@ static cursor *slot_for(parsed *f, const uint8_t *tag) {
 static int split_sections(parsed *f) {
   cursor c = {f->buf + HEADER_SIZE, f->size - HEADER_SIZE - TRAILER_SIZE,
               false};
-  uint32_t count = load_u32(f->buf + 32);
+  uint32_t count = d2r_le_get_u32(f->buf + 32);
   for (uint32_t i = 0; i < count; i++) {
     const uint8_t *tag = take(&c, 4);
     uint64_t len = get_u64(&c);
@@ -429,7 +402,7 @@ static int parse_params(parsed *f) {
 /* Step counts (the first n entries of the state) must be counts. */
 static int check_step_counts(parsed *f) {
   for (int i = 0; i < f->on; i++) {
-    double v = load_f64(f->ostate + 8 * i);
+    double v = d2r_le_get_f64(f->ostate + 8 * i);
     if (!(v >= 0 && v <= MAX_STEPS && v == floor(v))) {
       d2r_fail("%s: optimiser step count %d is %g (not a count)", f->path,
                i + 1, v);
@@ -451,7 +424,7 @@ static int parse_optim(parsed *f) {
   uint32_t n = get_u32(&c), nbuf = get_u32(&c);
   if (c.bad || n > MAX_TENSORS || nbuf > 2 || n > c.left / 8)
     return bad(f, "malformed optimiser section (bad sizes)");
-  f->lr = load_f64(lr);
+  f->lr = d2r_le_get_f64(lr);
   if (!(f->lr >= 0 && isfinite(f->lr)))
     return bad(f, "malformed optimiser section (bad learning rate)");
   f->on = (int)n;
@@ -459,7 +432,7 @@ static int parse_optim(parsed *f) {
   f->onumel = take(&c, 8 * (size_t)n);
   uint64_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
-    uint64_t k = load_u64(f->onumel + 8 * i);
+    uint64_t k = d2r_le_get_u64(f->onumel + 8 * i);
     if (k > c.left / 8 || total + k > c.left / 8)
       return bad(f, "malformed optimiser section (bad sizes)");
     total += k;
@@ -555,7 +528,7 @@ static int match_optim(const parsed *f, const d2r_optim *o) {
   }
   for (int i = 0; i < f->on; i++) {
     int64_t want = d2r_numel(d2r_optim_params(o)[i]);
-    uint64_t got = load_u64(f->onumel + 8 * i);
+    uint64_t got = d2r_le_get_u64(f->onumel + 8 * i);
     if (got != (uint64_t)want) {
       d2r_fail("%s: optimiser parameter %d has %llu elements in the "
                "file, %lld here", f->path, i + 1, (unsigned long long)got,

@@ -635,38 +635,18 @@ int d2r_dataset_split(const d2r_dataset *d, double f_train, double f_val,
 
 /* ---- the D2RT file format ----------------------------------------------- */
 
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
-static uint64_t get_u64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
 static uint8_t *put_values(uint8_t *p, const double *v, int64_t n) {
   for (int64_t i = 0; i < n; i++, p += 8) {
     uint64_t bits;
     memcpy(&bits, &v[i], 8);
-    put_u64(p, bits);
+    d2r_le_put_u64(p, bits);
   }
   return p;
 }
 
 static const uint8_t *get_values(const uint8_t *p, double *v, int64_t n) {
   for (int64_t i = 0; i < n; i++, p += 8) {
-    uint64_t bits = get_u64(p);
+    uint64_t bits = d2r_le_get_u64(p);
     memcpy(&v[i], &bits, 8);
   }
   return p;
@@ -699,17 +679,17 @@ int d2r_dataset_save(const d2r_dataset *d, const char *path) {
     return -1;
   }
   memcpy(buf, D2R_DATASET_MAGIC, 4);
-  put_u32(buf + 4, D2R_DATASET_VERSION);
-  put_u32(buf + 8, 0);
-  put_u32(buf + 12, (uint32_t)c.od);
-  put_u32(buf + 16, (uint32_t)c.ad);
-  put_u32(buf + 20, (uint32_t)le);
-  put_u32(buf + 24, (uint32_t)lb);
-  put_u32(buf + 28, 0);
-  put_u64(buf + 32, d->seed);
-  put_u64(buf + 40, (uint64_t)c.n);
-  put_u64(buf + 48, (uint64_t)d->episodes);
-  put_u64(buf + 56, size);
+  d2r_le_put_u32(buf + 4, D2R_DATASET_VERSION);
+  d2r_le_put_u32(buf + 8, 0);
+  d2r_le_put_u32(buf + 12, (uint32_t)c.od);
+  d2r_le_put_u32(buf + 16, (uint32_t)c.ad);
+  d2r_le_put_u32(buf + 20, (uint32_t)le);
+  d2r_le_put_u32(buf + 24, (uint32_t)lb);
+  d2r_le_put_u32(buf + 28, 0);
+  d2r_le_put_u64(buf + 32, d->seed);
+  d2r_le_put_u64(buf + 40, (uint64_t)c.n);
+  d2r_le_put_u64(buf + 48, (uint64_t)d->episodes);
+  d2r_le_put_u64(buf + 56, size);
   uint8_t *p = buf + HEADER;
   memcpy(p, d->env, le);
   memcpy(p + le, d->behaviour, lb);
@@ -721,7 +701,7 @@ int d2r_dataset_save(const d2r_dataset *d, const char *path) {
   p = put_values(p, c.term, c.n);
   p = put_values(p, c.trunc, c.n);
   p = put_values(p, c.ep, c.n);
-  put_u32(p, d2r_crc32(0, buf, (size_t)(size - 4)));
+  d2r_le_put_u32(p, d2r_crc32(0, buf, (size_t)(size - 4)));
   int rc = d2r_file_write_atomic(path, buf, (size_t)size);
   free(buf);
   return rc;
@@ -738,30 +718,30 @@ static int check_frame(const char *path, const uint8_t *b, size_t size) {
     d2r_fail("%s: not a d2r dataset (D2RT) file: wrong magic", path);
     return -1;
   }
-  uint32_t version = get_u32(b + 4);
+  uint32_t version = d2r_le_get_u32(b + 4);
   if (version != D2R_DATASET_VERSION) {
     d2r_fail("%s: D2RT version %u; this build reads version %d", path,
              version, D2R_DATASET_VERSION);
     return -1;
   }
-  uint64_t declared = get_u64(b + 56);
+  uint64_t declared = d2r_le_get_u64(b + 56);
   if (declared != size) {
     d2r_fail("%s: %s: the header declares %llu bytes, the file has %zu",
              path, size < declared ? "truncated" : "trailing bytes",
              (unsigned long long)declared, size);
     return -1;
   }
-  uint32_t stored = get_u32(b + size - 4);
+  uint32_t stored = d2r_le_get_u32(b + size - 4);
   uint32_t crc = d2r_crc32(0, b, size - 4);
   if (stored != crc) {
     d2r_fail("%s: checksum mismatch (stored %08x, computed %08x): the file "
              "is corrupted", path, stored, crc);
     return -1;
   }
-  uint64_t od = get_u32(b + 12), ad = get_u32(b + 16);
-  uint64_t le = get_u32(b + 20), lb = get_u32(b + 24);
-  uint64_t n = get_u64(b + 40);
-  if (get_u32(b + 8) != 0 || get_u32(b + 28) != 0) {
+  uint64_t od = d2r_le_get_u32(b + 12), ad = d2r_le_get_u32(b + 16);
+  uint64_t le = d2r_le_get_u32(b + 20), lb = d2r_le_get_u32(b + 24);
+  uint64_t n = d2r_le_get_u64(b + 40);
+  if (d2r_le_get_u32(b + 8) != 0 || d2r_le_get_u32(b + 28) != 0) {
     d2r_fail("%s: unknown flags or reserved fields set", path);
     return -1;
   }
@@ -793,10 +773,10 @@ d2r_dataset *d2r_dataset_load(const char *path) {
     return NULL;
   }
   columns c;
-  c.od = get_u32(b + 12);
-  c.ad = get_u32(b + 16);
-  c.n = (int64_t)get_u64(b + 40);
-  uint32_t le = get_u32(b + 20), lb = get_u32(b + 24);
+  c.od = d2r_le_get_u32(b + 12);
+  c.ad = d2r_le_get_u32(b + 16);
+  c.n = (int64_t)d2r_le_get_u64(b + 40);
+  uint32_t le = d2r_le_get_u32(b + 20), lb = d2r_le_get_u32(b + 24);
   char *env = malloc(le + 1), *beh = malloc(lb + 1);
   double *vals = malloc((size_t)(c.n * (2 * c.od + c.ad + 4)) *
                         sizeof(double));
@@ -823,10 +803,10 @@ d2r_dataset *d2r_dataset_load(const char *path) {
   /* The file's column order is obs, act, reward, next_obs, ...: the
    * arrays above follow it, so one pass decodes everything. */
   get_values(b + HEADER + le + lb, vals, c.n * (2 * c.od + c.ad + 4));
-  d = from_columns(path, env, beh, get_u64(b + 32), &c);
-  if (d && (uint64_t)d->episodes != get_u64(b + 48)) {
+  d = from_columns(path, env, beh, d2r_le_get_u64(b + 32), &c);
+  if (d && (uint64_t)d->episodes != d2r_le_get_u64(b + 48)) {
     d2r_fail("%s: the header declares %llu episodes, the rows hold %lld",
-             path, (unsigned long long)get_u64(b + 48),
+             path, (unsigned long long)d2r_le_get_u64(b + 48),
              (long long)d->episodes);
     d2r_dataset_free(d);
     d = NULL;

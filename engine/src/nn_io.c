@@ -16,41 +16,6 @@
 #define TRAILER_SIZE 4
 #define MAX_TENSORS 1000000
 
-/* ---- little-endian encoding -------------------------------------------- */
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
-static uint64_t get_u64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
-static void put_f64(uint8_t *p, double x) {
-  uint64_t bits;
-  memcpy(&bits, &x, sizeof bits);
-  put_u64(p, bits);
-}
-
-static double get_f64(const uint8_t *p) {
-  uint64_t bits = get_u64(p);
-  double x;
-  memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
 uint32_t d2r_crc32(uint32_t crc, const void *buf, size_t size) {
   const uint8_t *p = buf;
   crc = ~crc;
@@ -71,13 +36,13 @@ static size_t record_size(const d2r_tensor *t) {
 /* Appends the record of t at p; returns the end, or NULL on failure. */
 static uint8_t *put_record(uint8_t *p, d2r_tensor *t) {
   int nd = d2r_ndim(t);
-  put_u32(p, (uint32_t)nd);
+  d2r_le_put_u32(p, (uint32_t)nd);
   p += 4;
-  for (int d = 0; d < nd; d++, p += 8) put_u64(p, (uint64_t)d2r_shape(t)[d]);
+  for (int d = 0; d < nd; d++, p += 8) d2r_le_put_u64(p, (uint64_t)d2r_shape(t)[d]);
   d2r_tensor *c = d2r_contiguous(t);
   if (c == NULL) return NULL;
   const double *v = d2r_data(c);
-  for (int64_t i = 0; i < d2r_numel(c); i++, p += 8) put_f64(p, v[i]);
+  for (int64_t i = 0; i < d2r_numel(c); i++, p += 8) d2r_le_put_f64(p, v[i]);
   d2r_release(c);
   return p;
 }
@@ -93,16 +58,16 @@ static uint8_t *encode(const char *path, int n, d2r_tensor *const *params,
   uint8_t *buf = malloc(total), *p = buf + HEADER_SIZE;
   if (buf == NULL) return d2r_fail("%s: out of memory", path);
   memcpy(buf, D2R_PARAMS_MAGIC, 4);
-  put_u32(buf + 4, D2R_PARAMS_VERSION);
-  put_u32(buf + 8, (uint32_t)n);
-  put_u32(buf + 12, 0);
-  put_u64(buf + 16, (uint64_t)total);
+  d2r_le_put_u32(buf + 4, D2R_PARAMS_VERSION);
+  d2r_le_put_u32(buf + 8, (uint32_t)n);
+  d2r_le_put_u32(buf + 12, 0);
+  d2r_le_put_u64(buf + 16, (uint64_t)total);
   for (int i = 0; i < n && p != NULL; i++) p = put_record(p, params[i]);
   if (p == NULL) {
     free(buf);
     return NULL;
   }
-  put_u32(p, d2r_crc32(0, buf, total - TRAILER_SIZE));
+  d2r_le_put_u32(p, d2r_crc32(0, buf, total - TRAILER_SIZE));
   *size = total;
   return buf;
 }
@@ -162,13 +127,13 @@ static int check_frame(const char *path, const image *im) {
              im->size);
     return -1;
   }
-  uint32_t version = get_u32(b + 4);
+  uint32_t version = d2r_le_get_u32(b + 4);
   if (version != D2R_PARAMS_VERSION) {
     d2r_fail("%s: unsupported format version %u (expected %d)", path,
              (unsigned)version, D2R_PARAMS_VERSION);
     return -1;
   }
-  uint64_t declared = get_u64(b + 16);
+  uint64_t declared = d2r_le_get_u64(b + 16);
   if (declared != im->size) {
     d2r_fail("%s: %s: %zu bytes, the header declares %llu", path,
              declared > im->size ? "truncated" : "wrong length",
@@ -176,7 +141,7 @@ static int check_frame(const char *path, const image *im) {
     return -1;
   }
   size_t body = im->size - TRAILER_SIZE;
-  if (d2r_crc32(0, b, body) != get_u32(b + body)) {
+  if (d2r_crc32(0, b, body) != d2r_le_get_u32(b + body)) {
     d2r_fail("%s: checksum mismatch (file corrupted)", path);
     return -1;
   }
@@ -188,7 +153,7 @@ static int parse_record(const image *im, size_t *pos, size_t end,
                         record *r) {
   const uint8_t *b = im->buf;
   if (end - *pos < 4) return -1;
-  uint32_t nd = get_u32(b + *pos);
+  uint32_t nd = d2r_le_get_u32(b + *pos);
   *pos += 4;
   if (nd > D2R_MAXDIM || (end - *pos) / 8 < nd) return -1;
   r->ndim = (int)nd;
@@ -196,7 +161,7 @@ static int parse_record(const image *im, size_t *pos, size_t end,
   uint64_t span = 1;    /* product of the non-zero sizes: a shape with a
                          * zero holds nothing but must still have strides */
   for (uint32_t d = 0; d < nd; d++, *pos += 8) {
-    uint64_t dim = get_u64(b + *pos);
+    uint64_t dim = d2r_le_get_u64(b + *pos);
     if (dim != 0 && span > (UINT64_C(1) << 50) / dim) return -1;
     span *= dim != 0 ? dim : 1;
     r->shape[d] = (int64_t)dim;
@@ -210,7 +175,7 @@ static int parse_record(const image *im, size_t *pos, size_t end,
 }
 
 static int parse_records(const char *path, image *im) {
-  uint32_t count = get_u32(im->buf + 8);
+  uint32_t count = d2r_le_get_u32(im->buf + 8);
   if (count > MAX_TENSORS) {
     d2r_fail("%s: malformed (declares %u tensors)", path, (unsigned)count);
     return -1;
@@ -294,7 +259,7 @@ static int check_against(const char *path, const image *im, int n,
 }
 
 static void record_decode(const record *r, double *out) {
-  for (int64_t i = 0; i < r->numel; i++) out[i] = get_f64(r->data + 8 * i);
+  for (int64_t i = 0; i < r->numel; i++) out[i] = d2r_le_get_f64(r->data + 8 * i);
 }
 
 int d2r_params_load(const char *path, int n, d2r_tensor *const *params) {
