@@ -38,7 +38,8 @@ static uint8_t *put_record(uint8_t *p, d2r_tensor *t) {
   int nd = d2r_ndim(t);
   d2r_le_put_u32(p, (uint32_t)nd);
   p += 4;
-  for (int d = 0; d < nd; d++, p += 8) d2r_le_put_u64(p, (uint64_t)d2r_shape(t)[d]);
+  for (int d = 0; d < nd; d++, p += 8)
+    d2r_le_put_u64(p, (uint64_t)d2r_shape(t)[d]);
   d2r_tensor *c = d2r_contiguous(t);
   if (c == NULL) return NULL;
   const double *v = d2r_data(c);
@@ -259,7 +260,8 @@ static int check_against(const char *path, const image *im, int n,
 }
 
 static void record_decode(const record *r, double *out) {
-  for (int64_t i = 0; i < r->numel; i++) out[i] = d2r_le_get_f64(r->data + 8 * i);
+  for (int64_t i = 0; i < r->numel; i++)
+    out[i] = d2r_le_get_f64(r->data + 8 * i);
 }
 
 int d2r_params_load(const char *path, int n, d2r_tensor *const *params) {
