@@ -27,7 +27,7 @@ local d2r = require "d2r"
 local C = require "implicit_common"
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local opts = C.options("implicit_classification", {
+local opts = d2r.script_options("implicit_classification", {
   datasets = {"iris", "wine", "breast_cancer"}, seeds = 3, seed = 0,
   inits = {"reinit", "warm"}, estimator = "dice", outer_steps = 100,
   inner_steps = 50, inner_lr = 1e-2, outer_lr = 5e-2, beta0 = 1.0,

@@ -8,31 +8,6 @@ local d2r = require "d2r"
 
 local M = {}
 
--- Parses arg against defaults (plus --quick and --out); prints the usage
--- and returns nil for --help.  With --quick the fields of quick replace
--- the options, and the default output folder gets a "_quick" suffix so
--- smoke runs never mix with full ones.
-function M.options(name, defaults, usage, quick)
-  local all = {quick = false, out = ""}
-  for k, v in pairs(defaults) do all[k] = v end
-  local ok, opts, text = pcall(d2r.options, arg or {}, all, usage)
-  if not ok then
-    io.stderr:write(opts, "\n")
-    os.exit(2)
-  end
-  if not opts then
-    print(text)
-    return nil
-  end
-  if opts.quick then
-    for k, v in pairs(quick or {}) do opts[k] = v end
-  end
-  if opts.out == "" then
-    opts.out = "results/" .. name .. (opts.quick and "_quick" or "")
-  end
-  return opts
-end
-
 -- A list option given as strings ("64,64") as numbers; "none" or an
 -- empty list is {}.
 function M.numbers(list)

@@ -24,7 +24,7 @@ package.path = ((arg and arg[0] or ""):match("^(.*)/[^/]*$") or ".")
 local d2r = require "d2r"
 local C = require "implicit_common"
 
-local opts = C.options("implicit_full", {
+local opts = d2r.script_options("implicit_full", {
   seeds = 3, seed = 0, estimators = {"dice"}, inits = {"reinit", "warm"},
   outer_steps = 100, inner_steps = 50, inner_lr = 1e-2, outer_lr = 1e-2,
   G = 5, lambda = 1.0, std1 = 1.25, std2 = 0.8, rho = 0.6, mu1 = 0.0,

@@ -27,7 +27,7 @@ package.path = ((arg and arg[0] or ""):match("^(.*)/[^/]*$") or ".")
 local d2r = require "d2r"
 local C = require "implicit_common"
 
-local opts = C.options("implicit_synthetic", {
+local opts = d2r.script_options("implicit_synthetic", {
   seeds = 3, seed = 0, estimators = {"dice", "score", "pathwise"},
   outer_steps = 100, inner_steps = 50, inner_lr = 1e-2, outer_lr = 1e-2,
   G = 5, lambda = 1.0, sigma = 1.25, u0 = 1.0, softplus = false,

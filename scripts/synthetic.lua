@@ -39,23 +39,9 @@ function M.options(name, defaults, usage, quick)
   local all = {}
   for k, v in pairs(M.COMMON) do all[k] = v end
   for k, v in pairs(defaults) do all[k] = v end
-  local ok, opts, text = pcall(d2r.options, arg or {}, all, usage .. "\n"
-                               .. M.COMMON_USAGE)
-  if not ok then
-    io.stderr:write(opts, "\n")
-    os.exit(2)
-  end
-  if not opts then
-    print(text)
-    return nil
-  end
-  if opts.quick then
-    for k, v in pairs(quick or {}) do opts[k] = v end
-  end
-  if opts.out == "" then
-    opts.out = "results/" .. name .. (opts.quick and "_quick" or "")
-  end
-  opts.name = name
+  local opts = d2r.script_options(name, all, usage .. "\n" ..
+                                  M.COMMON_USAGE, quick)
+  if opts then opts.name = name end
   return opts
 end
 

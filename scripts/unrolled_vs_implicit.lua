@@ -28,7 +28,7 @@ package.path = ((arg and arg[0] or ""):match("^(.*)/[^/]*$") or ".")
 local d2r = require "d2r"
 local C = require "implicit_common"
 
-local opts = C.options("unrolled_vs_implicit", {
+local opts = d2r.script_options("unrolled_vs_implicit", {
   K = {5, 10, 25, 50, 100}, seeds = 5, seed = 0,
   kinds = {"scalar", "diagonal"}, estimator = "dice", u = 0.5,
   inner_lr = 1e-2, inner_clip = 1.0, G = 5, lambda = 1.0, sigma = 1.25,

@@ -73,6 +73,32 @@ function d2r.options(args, defaults, usage)
   return opts
 end
 
+-- Options of an experiment script: d2r.options over `arg` with `quick`
+-- and `out` added; a bad option prints its message and exits with status
+-- 2, --help prints the usage and returns nil.  With --quick the fields of
+-- the table quick replace the options; out defaults to results/NAME (or
+-- results/NAME_quick).
+function d2r.script_options(name, defaults, usage, quick)
+  local all = {quick = false, out = ""}
+  for k, v in pairs(defaults) do all[k] = v end
+  local ok, opts, text = pcall(d2r.options, arg or {}, all, usage)
+  if not ok then
+    io.stderr:write(opts, "\n")
+    os.exit(2)
+  end
+  if not opts then
+    print(text)
+    return nil
+  end
+  if opts.quick then
+    for k, v in pairs(quick or {}) do opts[k] = v end
+  end
+  if opts.out == "" then
+    opts.out = "results/" .. name .. (opts.quick and "_quick" or "")
+  end
+  return opts
+end
+
 -- ---- files --------------------------------------------------------------
 
 local function shell_quote(s)
