@@ -13,55 +13,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "test_util.h"
 #include "d2r/checkpoint.h"
 #include "train_run.h"
 
 /* ---- helpers ---------------------------------------------------------- */
 
-typedef struct tmpdir {
-  char dir[64];
-  char file[128];
-} tmpdir;
-
-static void tmp_open(tmpdir *t) {
-  strcpy(t->dir, "/tmp/d2r_ckpt_test_XXXXXX");
-  cr_assert_not_null(mkdtemp(t->dir));
-  snprintf(t->file, sizeof t->file, "%s/run.d2rc", t->dir);
-}
-
-static int count_entries(const char *dir) {
-  DIR *d = opendir(dir);
-  cr_assert_not_null(d);
-  int n = 0;
-  for (struct dirent *e; (e = readdir(d)) != NULL;)
-    n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
-  closedir(d);
-  return n;
-}
-
-static void tmp_close(tmpdir *t) {
-  unlink(t->file);
-  rmdir(t->dir);
-}
-
-static unsigned char *slurp(const char *path, long *size) {
-  FILE *f = fopen(path, "rb");
-  cr_assert_not_null(f);
-  fseek(f, 0, SEEK_END);
-  *size = ftell(f);
-  rewind(f);
-  unsigned char *buf = malloc((size_t)*size + 64);
-  cr_assert_eq(fread(buf, 1, (size_t)*size, f), (size_t)*size);
-  fclose(f);
-  return buf;
-}
-
-static void spit(const char *path, const unsigned char *buf, long size) {
-  FILE *f = fopen(path, "wb");
-  cr_assert_not_null(f);
-  cr_assert_eq(fwrite(buf, 1, (size_t)size, f), (size_t)size);
-  fclose(f);
-}
 
 static void set_u32(unsigned char *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
@@ -117,7 +74,7 @@ static void init(train_run *r, uint64_t seed) {
 
 Test(checkpoint, resume_is_bit_identical) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "run.d2rc");
   train_run a, b, c;
   init(&a, 1);
   init(&b, 1);
@@ -147,7 +104,7 @@ Test(checkpoint, resume_is_bit_identical) {
 
 Test(checkpoint, parts_and_binary_metadata) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "run.d2rc");
   train_run a, b;
   init(&a, 3);
   init(&b, 4);
@@ -176,7 +133,7 @@ Test(checkpoint, parts_and_binary_metadata) {
 
 Test(checkpoint, overwrite_and_unwritable) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "run.d2rc");
   train_run a;
   init(&a, 5);
   d2r_checkpoint ck = whole(&a, 1, "one");
@@ -205,7 +162,7 @@ Test(checkpoint, overwrite_and_unwritable) {
 static void expect_refused(void (*damage)(unsigned char *, long *),
                            const char *want) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "run.d2rc");
   train_run a, b;
   init(&a, 11);
   init(&b, 12);
@@ -366,7 +323,7 @@ Test(checkpoint, refuses_huge_count) {
 
 Test(checkpoint, refuses_mismatched_objects) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "run.d2rc");
   train_run a;
   init(&a, 21);
   d2r_checkpoint ck = whole(&a, 1, NULL);

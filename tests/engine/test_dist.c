@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "test_util.h"
 #include "d2r/dist.h"
 #include "d2r/rng.h"
 #include "d2r/tensor.h"
@@ -30,29 +31,6 @@ static d2r_tensor *tensor3(int64_t a, int64_t b, int64_t c, const double *v)
   return d2r_from_data(3, shape, v);
 }
 
-/* Asserts that t holds n values within tol of want (row-major). */
-static void expect_values(d2r_tensor *t, const double *want, int64_t n,
-                          double tol, const char *what)
-{
-  cr_assert_not_null(t, "%s: %s", what, d2r_error());
-  cr_assert_eq(d2r_numel(t), n, "%s: %lld values, want %lld", what,
-               (long long)d2r_numel(t), (long long)n);
-  d2r_tensor *c = d2r_contiguous(t);
-  const double *v = d2r_data(c);
-  for (int64_t i = 0; i < n; i++)
-    cr_assert(fabs(v[i] - want[i]) <= tol,
-              "%s[%lld]: got %.17g, want %.17g (tol %g)", what,
-              (long long)i, v[i], want[i], tol);
-  d2r_release(c);
-}
-
-/* Asserts a NULL result whose message contains `part`. */
-static void expect_error(d2r_tensor *t, const char *part)
-{
-  cr_assert_null(t, "expected a failure mentioning '%s'", part);
-  cr_assert(strstr(d2r_error(), part) != NULL,
-            "message '%s' does not mention '%s'", d2r_error(), part);
-}
 
 static void expect_shape(const d2r_tensor *t, int ndim, const int64_t *sh)
 {

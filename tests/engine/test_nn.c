@@ -13,11 +13,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "test_util.h"
 #include "d2r/nn.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static void expect_values(d2r_tensor *t, const double *want, int64_t n,
+static void expect_close(d2r_tensor *t, const double *want, int64_t n,
                           double tol) {
   cr_assert_not_null(t, "tensor is NULL: %s", d2r_error());
   cr_assert_eq(d2r_numel(t), n);
@@ -80,10 +81,10 @@ Test(nn, linear_forward_by_hand) {
   d2r_tensor *y = d2r_linear_forward(x, w, b);
   int64_t shape[2] = {2, 2};
   expect_shape(y, 2, shape);
-  expect_values(y, want, 4, 1e-12);
+  expect_close(y, want, 4, 1e-12);
   d2r_tensor *y0 = d2r_linear_forward(x, w, NULL);
   double want0[] = {6.5, 7.0, 0.0, 6.0};
-  expect_values(y0, want0, 4, 1e-12);
+  expect_close(y0, want0, 4, 1e-12);
   d2r_release(y0);
   d2r_release(y);
   d2r_release(x);
@@ -100,11 +101,11 @@ Test(nn, linear_leading_dims) {
   d2r_tensor *b = d2r_vector(2, bv);
   d2r_tensor *y = d2r_linear_forward(x, w, b);
   expect_shape(y, 3, ys);
-  expect_values(y, want, 8, 1e-12);
+  expect_close(y, want, 8, 1e-12);
   d2r_tensor *x1 = d2r_vector(3, xv);
   d2r_tensor *y1 = d2r_linear_forward(x1, w, b);
   expect_shape(y1, 1, ys + 2);
-  expect_values(y1, want, 2, 1e-12);
+  expect_close(y1, want, 2, 1e-12);
   d2r_release(y1);
   d2r_release(x1);
   d2r_release(y);
@@ -267,7 +268,7 @@ static void check_mlp_by_hand(d2r_activation act) {
       want[2 * n + k] = z;  /* no activation after the last layer */
     }
   }
-  expect_values(y, want, 10, 1e-12);
+  expect_close(y, want, 10, 1e-12);
   d2r_release(y);
   d2r_release(x);
   d2r_model_release(m);
@@ -361,7 +362,7 @@ Test(nn, model_call_with_other_params) {
   for (int i = 0; i < n; i++) d2r_scale_(ps[i], 0.5);
   d2r_tensor *y2 = d2r_model_forward(m, x);
   d2r_tensor *yc = d2r_contiguous(y);
-  expect_values(y2, d2r_data(yc), 6, 0);
+  expect_close(y2, d2r_data(yc), 6, 0);
   d2r_release(yc);
   d2r_release(alt[2]);
   alt[2] = d2r_zeros(2, (int64_t[]){4, 5});
@@ -391,16 +392,16 @@ Test(nn, flatten_assign_round_trip) {
   cr_assert_eq(d2r_params_assign_flat(n, ps, g), 0, "%s", d2r_error());
   cr_expect_eq(d2r_data(ps[2])[0], 20.0);
   d2r_tensor *f2 = d2r_params_flatten(n, ps);
-  expect_values(f2, d2r_data(g), 54, 0);
+  expect_close(f2, d2r_data(g), 54, 0);
   cr_expect(d2r_requires_grad(ps[0]));
   cr_expect_null(d2r_op_name(ps[0]));
   d2r_tensor *short_v = d2r_zeros(1, (int64_t[]){53});
   cr_expect_eq(d2r_params_assign_flat(n, ps, short_v), -1);
   cr_expect(strstr(d2r_error(), "[54]") != NULL, "%s", d2r_error());
-  expect_values(ps[0], d2r_data(g), 15, 0);
+  expect_close(ps[0], d2r_data(g), 15, 0);
   d2r_tensor *gf = d2r_params_grad_flat(n, ps);
   d2r_tensor *z = d2r_zeros(1, &total);
-  expect_values(gf, d2r_data(z), 54, 0);
+  expect_close(gf, d2r_data(z), 54, 0);
   d2r_release(z);
   d2r_release(gf);
   d2r_release(short_v);
@@ -421,7 +422,7 @@ Test(nn, params_cat_carries_history) {
   d2r_tensor *g = d2r_params_grad_flat(d2r_model_nparams(m),
                                        d2r_model_params(m));
   d2r_tensor *ones = d2r_ones(1, (int64_t[]){54});
-  expect_values(g, d2r_data(ones), 54, 0);
+  expect_close(g, d2r_data(ones), 54, 0);
   d2r_params_zero_grad(d2r_model_nparams(m), d2r_model_params(m));
   cr_expect_null(d2r_grad(d2r_model_params(m)[0]));
   d2r_release(ones);
@@ -433,50 +434,6 @@ Test(nn, params_cat_carries_history) {
 
 /* ---- parameter files ----------------------------------------------------- */
 
-typedef struct tmpdir {
-  char dir[64];
-  char file[128];
-} tmpdir;
-
-static void tmp_open(tmpdir *t) {
-  strcpy(t->dir, "/tmp/d2r_nn_test_XXXXXX");
-  cr_assert_not_null(mkdtemp(t->dir));
-  snprintf(t->file, sizeof t->file, "%s/params.d2rp", t->dir);
-}
-
-static int count_entries(const char *dir) {
-  DIR *d = opendir(dir);
-  cr_assert_not_null(d);
-  int n = 0;
-  for (struct dirent *e; (e = readdir(d)) != NULL;)
-    n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
-  closedir(d);
-  return n;
-}
-
-static void tmp_close(tmpdir *t) {
-  unlink(t->file);
-  rmdir(t->dir);
-}
-
-static unsigned char *slurp(const char *path, long *size) {
-  FILE *f = fopen(path, "rb");
-  cr_assert_not_null(f);
-  fseek(f, 0, SEEK_END);
-  *size = ftell(f);
-  rewind(f);
-  unsigned char *buf = malloc((size_t)*size + 1);
-  cr_assert_eq(fread(buf, 1, (size_t)*size, f), (size_t)*size);
-  fclose(f);
-  return buf;
-}
-
-static void spit(const char *path, const unsigned char *buf, long size) {
-  FILE *f = fopen(path, "wb");
-  cr_assert_not_null(f);
-  cr_assert_eq(fwrite(buf, 1, (size_t)size, f), (size_t)size);
-  fclose(f);
-}
 
 Test(nn_io, crc32_check_value) {
   cr_expect_eq(d2r_crc32(0, "123456789", 9), 0xCBF43926u);
@@ -486,7 +443,7 @@ Test(nn_io, crc32_check_value) {
 
 Test(nn_io, save_load_round_trip) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "params.d2rp");
   d2r_model *a = small_mlp(1, D2R_ACT_TANH), *b = small_mlp(2, D2R_ACT_TANH);
   cr_assert_eq(d2r_model_save(a, t.file), 0, "%s", d2r_error());
   cr_expect_eq(count_entries(t.dir), 1, "temporary file left behind");
@@ -514,7 +471,7 @@ Test(nn_io, save_load_round_trip) {
 
 Test(nn_io, read_as_tensors) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "params.d2rp");
   d2r_tensor *ts[2] = {d2r_scalar(2.5), d2r_arange(0, 6, 1)};
   d2r_tensor *m23 = d2r_reshape(ts[1], 2, (int64_t[]){2, 3});
   d2r_tensor *list[2] = {ts[0], m23};
@@ -526,7 +483,7 @@ Test(nn_io, read_as_tensors) {
   cr_expect_eq(d2r_ndim(got[0]), 0);
   cr_expect_eq(d2r_item(got[0]), 2.5);
   expect_shape(got[1], 2, (int64_t[]){2, 3});
-  expect_values(got[1], d2r_data(ts[1]), 6, 0);
+  expect_close(got[1], d2r_data(ts[1]), 6, 0);
   for (int i = 0; i < count; i++) d2r_release(got[i]);
   free(got);
   d2r_release(m23);
@@ -541,7 +498,7 @@ Test(nn_io, read_as_tensors) {
 static void expect_refused(void (*damage)(unsigned char *, long *),
                            const char *want) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "params.d2rp");
   d2r_model *a = small_mlp(1, D2R_ACT_TANH), *b = small_mlp(2, D2R_ACT_TANH);
   cr_assert_eq(d2r_model_save(a, t.file), 0, "%s", d2r_error());
   long size;
@@ -611,7 +568,7 @@ Test(nn_io, refuses_extra_bytes) {
 
 Test(nn_io, refuses_wrong_shape_and_count) {
   tmpdir t;
-  tmp_open(&t);
+  tmp_open(&t, "params.d2rp");
   d2r_rng *r = d2r_rng_new(3);
   int64_t h5 = 5, h4 = 4;
   d2r_model *a = d2r_mlp_new(3, 1, &h5, 2, D2R_ACT_TANH, r);
