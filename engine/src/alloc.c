@@ -5,8 +5,11 @@
  * so a steady-state step allocates nothing and memory stays flat.
  *
  * Everything is per thread (no locks) and bounded: data blocks up to
- * D2R_CACHE_LIMIT bytes, small objects up to a fixed count; beyond that
- * memory goes back to the system.  Sanitizer builds (D2R_NO_CACHE) keep
+ * D2R_CACHE_LIMIT bytes or, when a step works on more than that, up to
+ * the most this thread ever had in use at once (a step on big batches
+ * then finds its blocks again instead of paying page faults on fresh
+ * ones; the cache at most doubles the peak); small objects up to a fixed
+ * count; beyond that memory goes back to the system.  Sanitizer builds (D2R_NO_CACHE) keep
  * nothing, so AddressSanitizer sees every free.
  */
 #include <stdlib.h>
@@ -41,6 +44,7 @@ typedef struct {
   bucket blocks[BUCKETS];
   size_t block_bytes;   /* kept for reuse */
   size_t live_bytes;    /* handed out and not yet freed */
+  size_t peak_bytes;    /* the most live_bytes has been */
 } cache;
 
 static _Thread_local cache tc;
@@ -117,6 +121,7 @@ double *d2r_alloc_block(int64_t size) {
   }
   double *p = malloc(bytes);
   if (p) tc.live_bytes += bytes;
+  if (tc.live_bytes > tc.peak_bytes) tc.peak_bytes = tc.live_bytes;
   return p;
 }
 
@@ -125,7 +130,9 @@ void d2r_free_block(double *data, int64_t size) {
   size_t bytes = (size_t)size * sizeof(double);
   tc.live_bytes -= bytes;
   bucket *b = NULL;
-  if (caching && tc.block_bytes + bytes <= D2R_CACHE_LIMIT)
+  size_t limit = tc.peak_bytes > D2R_CACHE_LIMIT ? tc.peak_bytes
+                                                 : D2R_CACHE_LIMIT;
+  if (caching && tc.block_bytes + bytes <= limit)
     b = find_bucket(size, true);
   if (!b) {
     free(data);
@@ -162,4 +169,5 @@ void d2r_cache_trim(void) {
   size_t live = tc.live_bytes;
   memset(&tc, 0, sizeof tc);
   tc.live_bytes = live;
+  tc.peak_bytes = live;
 }

@@ -2,6 +2,14 @@
  * Categorical and diagonal Gaussian distributions, written with the
  * differentiable tensor operations of tensor.h so that their gradients
  * and second derivatives come from the autodiff engine.
+ *
+ * The Gaussian's sampling and log-density, which touch B x G x n values
+ * per step, are single loops instead: a chain of broadcasting ops makes
+ * eight passes over [B, G, n] and as many temporaries, and dominated the
+ * time of a dynamics-model update.  The log-density is one graph node
+ * whose backward is also one loop; when a gradient is itself to be
+ * differentiated (create_graph), that backward is built from
+ * differentiable ops instead, so second derivatives stay exact.
  */
 #include "d2r/dist.h"
 
@@ -9,6 +17,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "tensor_impl.h"
 
 /* 0.5 log(2 pi) and 0.5 log(2 pi e) = 0.5 log(2 pi) + 0.5. */
 #define HALF_LOG_2PI 0.91893853320467274178
@@ -172,20 +182,52 @@ d2r_tensor *d2r_gaussian_rsample(d2r_rng *rng, d2r_tensor *mean,
   return out;
 }
 
+/* Element (b, j) of a mean or log-std parameter at p[b * s0 + j * s1]:
+ * a shared [n] or [1, n] parameter has s0 = 0. */
+typedef struct {
+  const double *p;
+  int64_t s0, s1;
+} param_view;
+
+static param_view param_of(const d2r_tensor *t)
+{
+  param_view v = {t->st->data + t->offset, 0, t->stride[t->ndim - 1]};
+  if (t->ndim == 2 && t->shape[0] > 1)
+    v.s0 = t->stride[0];
+  return v;
+}
+
 d2r_tensor *d2r_gaussian_sample(d2r_rng *rng, d2r_tensor *mean,
                                 d2r_tensor *log_std, int64_t draws)
 {
-  if (!mean || !log_std)
+  if (!mean || !log_std || !check_gaussian(mean, log_std, "gaussian_sample"))
     return NULL;
-  /* The reparameterised draw, recorded nowhere: same eps, no history. */
-  bool was = d2r_set_grad_enabled(false);
-  d2r_tensor *out = d2r_gaussian_rsample(rng, mean, log_std, draws);
-  d2r_set_grad_enabled(was);
-  if (out && d2r_requires_grad(out)) {
-    d2r_tensor *flat = d2r_detach(out);
+  if (!rng)
+    return d2r_fail("gaussian_sample: no random generator");
+  if (draws < 1)
+    return d2r_fail("gaussian_sample: draws must be >= 1, got %lld",
+                    (long long)draws);
+  /* eps in the order d2r_gaussian_rsample draws it, turned in place into
+   * mean + exp(log_std) * eps: the same values, with no history. */
+  int64_t b = d2r_dim(mean, 0), n = d2r_dim(mean, 1);
+  int64_t shape[3] = {b, draws, n};
+  d2r_tensor *out = d2r_rand_normal(rng, 3, shape, 0.0, 1.0);
+  double *sd = out && n > 0 ? malloc((size_t)n * sizeof *sd) : NULL;
+  if (out && n > 0 && !sd) {
     d2r_release(out);
-    out = flat;
+    return d2r_fail("gaussian_sample: out of memory");
   }
+  param_view m = param_of(mean), l = param_of(log_std);
+  double *o = out ? d2r_data(out) : NULL;
+  for (int64_t i = 0; o && i < b; i++) {
+    const double *mi = m.p + i * m.s0, *li = l.p + i * l.s0;
+    for (int64_t j = 0; j < n; j++)
+      sd[j] = exp(li[j * l.s1]);
+    for (int64_t g = 0; g < draws; g++, o += n)
+      for (int64_t j = 0; j < n; j++)
+        o[j] = mi[j * m.s1] + sd[j] * o[j];
+  }
+  free(sd);
   return out;
 }
 
@@ -229,6 +271,106 @@ static bool check_target(const d2r_tensor *mean, const d2r_tensor *y,
   return false;
 }
 
+/* A gradient with respect to the draws' broadcast parameter, [B, G, n]
+ * (or [B, n]), summed to that parameter's own shape. */
+static d2r_tensor *to_param(d2r_scope *s, d2r_tensor *g, const d2r_tensor *p)
+{
+  d2r_tensor *rows = g->ndim == 3 ? d2r_keep(s, d2r_sum(g, 1, false)) : g;
+  return d2r_sum_to(rows, p->ndim, p->shape);
+}
+
+/* The log-density's backward from differentiable ops, for gradients that
+ * will be differentiated again.  With z = (y - mean) e^-log_std and w the
+ * output gradient per element: d/dy = -w z e^-log_std, d/dmean = w z
+ * e^-log_std, d/dlog_std = w (z^2 - 1). */
+static int bw_log_prob_graph(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
+{
+  d2r_tensor *mean = nd->in[0], *log_std = nd->in[1], *y = nd->in[2];
+  bool draws = y->ndim == 3;
+  d2r_reduce reduce = (d2r_reduce)nd->i[0];
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *mu = d2r_keep(&s, draws ? over_draws(mean) : d2r_retain(mean));
+  d2r_tensor *ls = d2r_keep(&s, draws ? over_draws(log_std)
+                                      : d2r_retain(log_std));
+  d2r_tensor *inv = d2r_keep(&s, d2r_exp(d2r_keep(&s, d2r_neg(ls))));
+  d2r_tensor *z = d2r_keep(&s, d2r_mul(d2r_keep(&s, d2r_sub(y, mu)), inv));
+  d2r_tensor *w = g;
+  if (reduce != D2R_REDUCE_NONE)
+    w = d2r_keep(&s, d2r_unsqueeze(g, -1));
+  if (reduce == D2R_REDUCE_MEAN_DIMS)
+    w = d2r_keep(&s, d2r_muls(w, 1.0 / (double)y->shape[y->ndim - 1]));
+  d2r_tensor *t = d2r_keep(&s, d2r_mul(d2r_keep(&s, d2r_mul(w, z)), inv));
+  int rc = t ? 0 : -1;
+  if (rc == 0 && d2r_needs_grad(y) && !(gin[2] = d2r_neg(t)))
+    rc = -1;
+  if (rc == 0 && d2r_needs_grad(mean) && !(gin[0] = to_param(&s, t, mean)))
+    rc = -1;
+  if (rc == 0 && d2r_needs_grad(log_std)) {
+    d2r_tensor *z2 = d2r_keep(&s, d2r_adds(d2r_keep(&s, d2r_square(z)), -1));
+    d2r_tensor *gl = d2r_keep(&s, d2r_mul(w, z2));
+    if (!(gin[1] = gl ? to_param(&s, gl, log_std) : NULL))
+      rc = -1;
+  }
+  d2r_scope_end(&s);
+  return rc;
+}
+
+/* Makes a fresh zero gradient for input i of nd when it needs one. */
+static double *grad_for(d2r_node *nd, int i, d2r_tensor **gin, bool *ok)
+{
+  const d2r_tensor *t = nd->in[i];
+  if (!*ok || !d2r_needs_grad(t))
+    return NULL;
+  gin[i] = d2r_zeros(t->ndim, t->shape);
+  *ok = gin[i] != NULL;
+  return *ok ? d2r_data(gin[i]) : NULL;
+}
+
+/* The same gradients as bw_log_prob_graph in one pass over [B, G, n]. */
+static int bw_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
+{
+  if (d2r_grad_enabled())
+    return bw_log_prob_graph(nd, g, gin);
+  d2r_tensor *mean = nd->in[0], *log_std = nd->in[1], *y = nd->in[2];
+  d2r_reduce reduce = (d2r_reduce)nd->i[0];
+  int64_t b = mean->shape[0], n = mean->shape[1];
+  int64_t draws = y->ndim == 3 ? y->shape[1] : 1;
+  d2r_tensor *yc = d2r_contiguous(y), *gc = d2r_contiguous(g);
+  double *inv = malloc((size_t)(n > 0 ? n : 1) * sizeof *inv);
+  bool ok = yc && gc && inv;
+  double *gm = grad_for(nd, 0, gin, &ok), *gl = grad_for(nd, 1, gin, &ok);
+  double *gy = grad_for(nd, 2, gin, &ok);
+  /* gm and gl are contiguous [B, n] or [n]: row i starts at i * n unless
+   * the parameter is shared. */
+  int64_t mrow = mean->ndim == 2 && mean->shape[0] > 1 ? n : 0;
+  int64_t lrow = log_std->ndim == 2 && log_std->shape[0] > 1 ? n : 0;
+  double scale = reduce == D2R_REDUCE_MEAN_DIMS ? 1.0 / n : 1.0;
+  param_view m = param_of(mean), l = param_of(log_std);
+  const double *py = ok ? d2r_data(yc) : NULL, *pg = ok ? d2r_data(gc) : NULL;
+  for (int64_t i = 0; ok && i < b; i++) {
+    const double *mi = m.p + i * m.s0, *li = l.p + i * l.s0;
+    for (int64_t j = 0; j < n; j++)
+      inv[j] = exp(-li[j * l.s1]);
+    for (int64_t k = 0; k < draws; k++, py += n) {
+      for (int64_t j = 0; j < n; j++) {
+        double w = reduce == D2R_REDUCE_NONE ? pg[j] : *pg * scale;
+        double z = (py[j] - mi[j * m.s1]) * inv[j], t = w * z * inv[j];
+        if (gy) gy[j] = -t;
+        if (gm) gm[i * mrow + j] += t;
+        if (gl) gl[i * lrow + j] += w * (z * z - 1);
+      }
+      if (gy) gy += n;
+      pg += reduce == D2R_REDUCE_NONE ? n : 1;
+    }
+  }
+  free(inv);
+  d2r_release(yc);
+  d2r_release(gc);
+  if (!ok)
+    d2r_fail("gaussian_log_prob: out of memory in the backward pass");
+  return ok ? 0 : -1;
+}
+
 d2r_tensor *d2r_gaussian_log_prob(d2r_tensor *mean, d2r_tensor *log_std,
                                   d2r_tensor *y, d2r_reduce reduce)
 {
@@ -238,22 +380,60 @@ d2r_tensor *d2r_gaussian_log_prob(d2r_tensor *mean, d2r_tensor *log_std,
   if (!check_gaussian(mean, log_std, fn) || !check_target(mean, y, fn) ||
       !valid_reduce(reduce, fn))
     return NULL;
-  bool draws = d2r_ndim(y) == 3;
-  /* With z = (y - mean) e^-log_std, the density is
-   * -0.5 log(2 pi) - log_std - z^2 / 2 per element. */
-  d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *mu = d2r_keep(&s, draws ? over_draws(mean) : d2r_retain(mean));
-  d2r_tensor *ls = d2r_keep(&s, draws ? over_draws(log_std)
-                                      : d2r_retain(log_std));
-  d2r_tensor *diff = d2r_keep(&s, d2r_sub(y, mu));
-  d2r_tensor *inv = d2r_keep(&s, d2r_exp(d2r_keep(&s, d2r_neg(ls))));
-  d2r_tensor *z = d2r_keep(&s, d2r_mul(diff, inv));
-  d2r_tensor *quad = d2r_keep(&s, d2r_muls(d2r_keep(&s, d2r_square(z)),
-                                           -0.5));
-  d2r_tensor *lp = d2r_keep(&s, d2r_sub(quad, ls));
-  d2r_tensor *elem = d2r_keep(&s, d2r_adds(lp, -HALF_LOG_2PI));
-  d2r_tensor *out = reduce_dims(elem, reduce);
-  d2r_scope_end(&s);
+  int64_t b = mean->shape[0], n = mean->shape[1];
+  int64_t draws = y->ndim == 3 ? y->shape[1] : 1;
+  if (n == 0 && reduce == D2R_REDUCE_MEAN_DIMS)
+    return d2r_fail("%s: cannot average over 0 dimensions", fn);
+  int64_t shape[3];
+  int nd = reduce == D2R_REDUCE_NONE ? y->ndim : y->ndim - 1;
+  for (int i = 0; i < nd; i++)
+    shape[i] = y->shape[i];
+  d2r_tensor *yc = d2r_contiguous(y);
+  d2r_tensor *out = yc ? d2r_new(nd, shape) : NULL;
+  double *inv = malloc((size_t)(n > 0 ? n : 1) * sizeof *inv);
+  if (!out || !inv) {
+    d2r_release(yc);
+    d2r_release(out);
+    free(inv);
+    return yc ? d2r_fail("%s: out of memory", fn) : NULL;
+  }
+  /* Per element -0.5 log(2 pi) - log_std - z^2 / 2 with z = (y - mean)
+   * e^-log_std, summed or averaged over the last axis unless kept. */
+  param_view m = param_of(mean), l = param_of(log_std);
+  const double *py = d2r_data(yc);
+  double *o = d2r_data(out);
+  for (int64_t i = 0; i < b; i++) {
+    const double *mi = m.p + i * m.s0, *li = l.p + i * l.s0;
+    for (int64_t j = 0; j < n; j++)
+      inv[j] = exp(-li[j * l.s1]);
+    for (int64_t k = 0; k < draws; k++, py += n) {
+      double acc = 0;
+      for (int64_t j = 0; j < n; j++) {
+        double z = (py[j] - mi[j * m.s1]) * inv[j];
+        double e = -0.5 * z * z - li[j * l.s1] - HALF_LOG_2PI;
+        if (reduce == D2R_REDUCE_NONE)
+          o[j] = e;
+        acc += e;
+      }
+      if (reduce == D2R_REDUCE_NONE)
+        o += n;
+      else
+        *o++ = reduce == D2R_REDUCE_MEAN_DIMS ? acc / n : acc;
+    }
+  }
+  free(inv);
+  d2r_release(yc);
+  if (d2r_detect_anomaly_enabled() && d2r_count_nonfinite(out) > 0 &&
+      d2r_count_nonfinite(mean) == 0 && d2r_count_nonfinite(log_std) == 0 &&
+      d2r_count_nonfinite(y) == 0) {
+    d2r_release(out);
+    return d2r_fail("anomaly: %s produced a non-finite value from finite "
+                    "inputs", fn);
+  }
+  d2r_tensor *in[3] = {mean, log_std, y};
+  out = d2r_record(out, fn, bw_log_prob, 3, in);
+  if (out && out->node)
+    out->node->i[0] = reduce;
   return out;
 }
 

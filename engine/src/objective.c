@@ -65,6 +65,40 @@ static bool check_reward_shapes(const d2r_tensor *yhat, const d2r_tensor *y)
   return false;
 }
 
+/* The reward of a scalar or diagonal U in one pass, for when nothing is
+ * differentiated (the policy-gradient case: samples, targets and U are
+ * all constants); the op chain would make five passes over [B, G, n]. */
+static d2r_tensor *reward_values(d2r_tensor *yhat, d2r_tensor *y,
+                                 d2r_tensor *U, int kind)
+{
+  int64_t b = d2r_dim(y, 0), n = d2r_dim(y, 1);
+  int64_t draws = d2r_ndim(yhat) == 3 ? d2r_dim(yhat, 1) : 1;
+  int64_t shape[2] = {b, draws};
+  d2r_tensor *yh = d2r_contiguous(yhat), *yc = d2r_contiguous(y);
+  d2r_tensor *uc = d2r_contiguous(U);
+  d2r_tensor *out = yh && yc && uc ? d2r_zeros(d2r_ndim(yhat) - 1, shape)
+                                   : NULL;
+  if (out) {
+    const double *ph = d2r_data(yh), *pu = d2r_data(uc);
+    double *o = d2r_data(out);
+    for (int64_t i = 0; i < b; i++) {
+      const double *t = d2r_data(yc) + i * n;
+      for (int64_t g = 0; g < draws; g++, ph += n) {
+        double q = 0;
+        for (int64_t j = 0; j < n; j++) {
+          double d = ph[j] - t[j];
+          q += kind == 0 ? d * d : d * d * pu[j];
+        }
+        *o++ = kind == 0 ? -(q * pu[0]) : -q;
+      }
+    }
+  }
+  d2r_release(yh);
+  d2r_release(yc);
+  d2r_release(uc);
+  return out;
+}
+
 d2r_tensor *d2r_mahalanobis_reward(d2r_tensor *yhat, d2r_tensor *y,
                                    d2r_tensor *U)
 {
@@ -73,6 +107,11 @@ d2r_tensor *d2r_mahalanobis_reward(d2r_tensor *yhat, d2r_tensor *y,
   int kind = u_kind(U, d2r_dim(y, 1), "mahalanobis_reward");
   if (kind < 0)
     return NULL;
+  bool differentiated = d2r_grad_enabled() &&
+      (d2r_requires_grad(yhat) || d2r_requires_grad(y) ||
+       d2r_requires_grad(U));
+  if (kind < 2 && !differentiated)
+    return reward_values(yhat, y, U, kind);
   d2r_scope s = D2R_SCOPE_INIT;
   d2r_tensor *target = d2r_ndim(yhat) == 3 ? d2r_unsqueeze(y, 1)
                                            : d2r_retain(y);

@@ -161,9 +161,16 @@ static d2r_tensor *watch(d2r_tensor *out, const char *name, int nin,
   static void name(int64_t n, const double *a, int64_t sa, double *o, \
                    const double *p) {                                 \
     (void)p;                                                          \
-    for (int64_t i = 0; i < n; i++) {                                 \
-      double x = a[i * sa];                                           \
-      o[i] = (expr);                                                  \
+    if (sa == 1) {                                                    \
+      for (int64_t i = 0; i < n; i++) {                               \
+        double x = a[i];                                              \
+        o[i] = (expr);                                                \
+      }                                                               \
+    } else {                                                          \
+      for (int64_t i = 0; i < n; i++) {                               \
+        double x = a[i * sa];                                         \
+        o[i] = (expr);                                                \
+      }                                                               \
     }                                                                 \
   }
 
@@ -464,7 +471,14 @@ static int bw_mask(d2r_node *n, d2r_tensor *g, d2r_tensor **gin, kern1 k) {
   d2r_release(m);
   return gin[0] ? 0 : -1;
 }
+KERNEL2(k_where_positive, y > 0 ? x : 0)
 static int bw_relu(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
+  /* Plain gradients in one pass; a mask and a product when the gradient
+   * is itself recorded. */
+  if (!d2r_grad_enabled() && d2r_same_shape(g, n->in[0])) {
+    gin[0] = apply2(g, n->in[0], k_where_positive, "relu backward");
+    return gin[0] ? 0 : -1;
+  }
   return bw_mask(n, g, gin, k_positive);
 }
 static int bw_clamp(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
@@ -578,19 +592,29 @@ int64_t d2r_count_nonfinite(const d2r_tensor *t) {
 
 typedef enum { R_SUM, R_MAX, R_MIN, R_ARGMAX, R_LSE } rkind;
 
-/* Reduces contiguous x viewed as [outer, n, inner] along the middle. */
+/* Reduces contiguous x viewed as [outer, n, inner] along the middle.
+ * Rows of x are read in memory order (the inner axis innermost), so a
+ * sum over the batch of a [B, k] gradient streams through it once; each
+ * output position still sees its values in the order j = 0, 1, ... */
 static void reduce_kernel(rkind kind, const double *x, int64_t outer,
                           int64_t n, int64_t inner, double *o) {
   for (int64_t a = 0; a < outer; a++) {
     const double *xa = x + a * n * inner;
     double *oa = o + a * inner;
+    if (kind == R_SUM) {
+      for (int64_t c = 0; c < inner; c++) oa[c] = 0;
+      for (int64_t j = 0; j < n; j++) {
+        const double *row = xa + j * inner;
+        for (int64_t c = 0; c < inner; c++) oa[c] += row[c];
+      }
+      continue;
+    }
     for (int64_t c = 0; c < inner; c++) {
-      double acc = kind == R_SUM ? 0 : xa[c];
+      double acc = xa[c];
       int64_t best = 0;
-      for (int64_t j = (kind == R_SUM ? 0 : 1); j < n; j++) {
+      for (int64_t j = 1; j < n; j++) {
         double v = xa[j * inner + c];
-        if (kind == R_SUM) acc += v;
-        else if (kind == R_MIN) acc = v < acc ? v : acc;
+        if (kind == R_MIN) acc = v < acc ? v : acc;
         else if (v > acc || (isnan(v) && !isnan(acc))) acc = v, best = j;
       }
       if (kind == R_LSE && isfinite(acc)) {

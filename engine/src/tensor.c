@@ -473,6 +473,19 @@ int d2r_copy_(d2r_tensor *dst, const d2r_tensor *src) {
     memmove(d2r_data(dst), d2r_data(s), (size_t)dst->numel * sizeof(double));
     return 0;
   }
+  if (d2r_same_shape(dst, src) && dst->numel > 0) {
+    /* Row by row along the last axis (a gradient of a slice lands in a
+     * strided view of a zero tensor). */
+    int nd = dst->ndim;
+    int64_t inner = nd ? dst->shape[nd - 1] : 1;
+    int64_t sd = nd ? dst->stride[nd - 1] : 1, ss = nd ? s->stride[nd - 1] : 1;
+    for (int64_t r = 0, rows = dst->numel / inner; r < rows; r++) {
+      double *o = d2r_ptr_at(dst, r * inner);
+      const double *x = d2r_ptr_at(s, r * inner);
+      for (int64_t j = 0; j < inner; j++) o[j * sd] = x[j * ss];
+    }
+    return 0;
+  }
   for (int64_t i = 0; i < dst->numel; i++)
     *d2r_ptr_at(dst, i) = *d2r_ptr_at(s, i);
   return 0;
@@ -480,6 +493,11 @@ int d2r_copy_(d2r_tensor *dst, const d2r_tensor *src) {
 
 int d2r_fill_(d2r_tensor *t, double value) {
   if (!t) return -1;
+  if (d2r_is_contiguous(t)) {
+    double *p = d2r_data(t);
+    for (int64_t i = 0; i < t->numel; i++) p[i] = value;
+    return 0;
+  }
   for (int64_t i = 0; i < t->numel; i++) *d2r_ptr_at(t, i) = value;
   return 0;
 }

@@ -83,6 +83,14 @@ Test(objective, mahalanobis_by_hand)
   d2r_tensor *r2 = K(d2r_mahalanobis_reward(y2, y, K(tensor2(2, 2, UFULL))));
   cr_assert_eq(d2r_ndim(r2), 1, "%s", d2r_error());
   expect_values(r2, wf, 1, 1e-12, "[B, n]");
+  /* The same values when U carries a gradient (the graph of ops rather
+   * than the one-pass loop of constant inputs). */
+  expect_values(K(d2r_mahalanobis_reward(yhat, y,
+                                         leaf(K(d2r_scalar(2.0))))),
+                ws, 2, 1e-12, "scalar, differentiated");
+  expect_values(K(d2r_mahalanobis_reward(yhat, y,
+                                         leaf(K(d2r_vector(2, UDIAG))))),
+                wd, 2, 1e-12, "diagonal, differentiated");
   d2r_scope_end(&s);
 }
 
