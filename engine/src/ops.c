@@ -594,13 +594,27 @@ typedef enum { R_SUM, R_MAX, R_MIN, R_ARGMAX, R_LSE } rkind;
 
 /* Reduces contiguous x viewed as [outer, n, inner] along the middle.
  * Rows of x are read in memory order (the inner axis innermost), so a
- * sum over the batch of a [B, k] gradient streams through it once; each
- * output position still sees its values in the order j = 0, 1, ... */
+ * sum over the batch of a [B, k] gradient streams through it once, each
+ * output position seeing its values in the order j = 0, 1, ...  A sum
+ * along the last axis runs in eight lanes instead. */
 static void reduce_kernel(rkind kind, const double *x, int64_t outer,
                           int64_t n, int64_t inner, double *o) {
   for (int64_t a = 0; a < outer; a++) {
     const double *xa = x + a * n * inner;
     double *oa = o + a * inner;
+    if (kind == R_SUM && inner == 1) {
+      /* Eight running sums, added at the end: a single one waits on the
+       * latency of every addition before it. */
+      double lane[8] = {0};
+      int64_t j = 0;
+      for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) lane[k] += xa[j + k];
+      double acc = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                   ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+      for (; j < n; j++) acc += xa[j];
+      oa[0] = acc;
+      continue;
+    }
     if (kind == R_SUM) {
       for (int64_t c = 0; c < inner; c++) oa[c] = 0;
       for (int64_t j = 0; j < n; j++) {
