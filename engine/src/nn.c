@@ -192,8 +192,7 @@ static d2r_tensor *linear_check(d2r_tensor *x, d2r_tensor *w,
 /* x2 @ w + b for a 2-d x2, within scope s. */
 static d2r_tensor *affine2(d2r_scope *s, d2r_tensor *x2, d2r_tensor *w,
                            d2r_tensor *b) {
-  d2r_tensor *y = d2r_keep(s, d2r_matmul(x2, w));
-  return b != NULL ? d2r_keep(s, d2r_add(y, b)) : y;
+  return d2r_keep(s, b != NULL ? d2r_addmm(x2, w, b) : d2r_matmul(x2, w));
 }
 
 d2r_tensor *d2r_linear_forward(d2r_tensor *x, d2r_tensor *w,
@@ -201,13 +200,7 @@ d2r_tensor *d2r_linear_forward(d2r_tensor *x, d2r_tensor *w,
   if (x == NULL || w == NULL) return NULL;
   if (linear_check(x, w, b) == NULL) return NULL;
   int nd = d2r_ndim(x);
-  if (nd == 2) {
-    d2r_tensor *y = d2r_matmul(x, w);
-    if (b == NULL || y == NULL) return y;
-    d2r_tensor *z = d2r_add(y, b);
-    d2r_release(y);
-    return z;
-  }
+  if (nd == 2) return b != NULL ? d2r_addmm(x, w, b) : d2r_matmul(x, w);
   d2r_scope s = D2R_SCOPE_INIT;
   int64_t shape[D2R_MAXDIM], flat[2] = {-1, d2r_dim(w, 0)};
   memcpy(shape, d2r_shape(x), (size_t)nd * sizeof shape[0]);

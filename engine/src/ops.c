@@ -880,8 +880,12 @@ static int bw_matmul(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
   return rc;
 }
 
-/* [batch, m, k] x [batch, k, n] (batch may be absent on both). */
-static d2r_tensor *matmul_raw(d2r_tensor *a, d2r_tensor *b) {
+/* [batch, m, k] x [batch, k, n] (batch may be absent on both), plus the
+ * row vector bias [n] when given (2-d only): the output starts as copies
+ * of the bias and dgemm adds the product to it, one pass fewer than a
+ * product and a broadcast sum. */
+static d2r_tensor *matmul_raw(d2r_tensor *a, d2r_tensor *b,
+                              d2r_tensor *bias) {
   int nd = a->ndim;
   int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], nn = b->shape[nd - 1];
   int64_t batch = nd == 3 ? a->shape[0] : 1;
@@ -891,6 +895,15 @@ static d2r_tensor *matmul_raw(d2r_tensor *a, d2r_tensor *b) {
   bool empty = m == 0 || nn == 0 || k == 0;
   d2r_tensor *out = nd == 3 ? (empty ? d2r_zeros : d2r_new)(3, sh)
                             : (empty ? d2r_zeros : d2r_new)(2, sh + 1);
+  double beta = 0.0;
+  if (out && bias) {
+    double *o = out->st->data;
+    const double *pb = bias->st->data + bias->offset;
+    int64_t sb = bias->stride[0];
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < nn; j++) o[i * nn + j] = pb[j * sb];
+    beta = 1.0;
+  }
   if (!out || empty) return out;
   d2r_tensor *ca = d2r_retain(a), *cb = d2r_retain(b);
   CBLAS_TRANSPOSE ta, tb;
@@ -917,7 +930,7 @@ static d2r_tensor *matmul_raw(d2r_tensor *a, d2r_tensor *b) {
     const double *pb = cb->st->data + cb->offset + (nd == 3 ? i * cb->stride[0]
                                                             : 0);
     cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)nn, (int)k, 1.0, pa,
-                (int)lda, pb, (int)ldb, 0.0, out->st->data + i * m * nn,
+                (int)lda, pb, (int)ldb, beta, out->st->data + i * m * nn,
                 (int)nn);
   }
   d2r_release(ca);
@@ -956,6 +969,31 @@ d2r_tensor *d2r_matmul(d2r_tensor *a, d2r_tensor *b) {
       b->shape[b->ndim - 1] > INT32_MAX)
     return d2r_fail("matmul: a dimension exceeds BLAS's int range");
   d2r_tensor *in[2] = {a, b};
-  return d2r_record(watch(matmul_raw(a, b), "matmul", 2, in), "matmul",
-                    bw_matmul, 2, in);
+  return d2r_record(watch(matmul_raw(a, b, NULL), "matmul", 2, in),
+                    "matmul", bw_matmul, 2, in);
+}
+
+static int bw_addmm(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
+  if (bw_matmul(n, g, gin) != 0) return -1;
+  if (!d2r_needs_grad(n->in[2])) return 0;
+  gin[2] = d2r_sum(g, 0, false);
+  return gin[2] ? 0 : -1;
+}
+
+d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias) {
+  if (!x || !w || !bias) return NULL;
+  char bx[96], bw[96], bb[96];
+  if (x->ndim != 2 || w->ndim != 2 || bias->ndim != 1 ||
+      x->shape[1] != w->shape[0] || bias->shape[0] != w->shape[1])
+    return d2r_fail("addmm: shapes %s, %s and bias %s do not fit (want "
+                    "[m, k], [k, n] and [n])",
+                    d2r_shape_str(x, bx, sizeof bx),
+                    d2r_shape_str(w, bw, sizeof bw),
+                    d2r_shape_str(bias, bb, sizeof bb));
+  if (x->shape[0] > INT32_MAX || x->shape[1] > INT32_MAX ||
+      w->shape[1] > INT32_MAX)
+    return d2r_fail("addmm: a dimension exceeds BLAS's int range");
+  d2r_tensor *in[3] = {x, w, bias};
+  return d2r_record(watch(matmul_raw(x, w, bias), "addmm", 3, in), "addmm",
+                    bw_addmm, 3, in);
 }

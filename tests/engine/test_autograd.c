@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "d2r/rng.h"
 #include "d2r/tensor.h"
@@ -334,4 +335,30 @@ Test(gradcheck, gaussian_log_prob_strided_parameters) {
                        randt(32, 3, draws_sh, -2, 2)};
   gradcheck("gaussian_log_prob sliced", gauss_lp_sliced, 2, in, 1e-6);
   d2r_release(in[0]), d2r_release(in[1]);
+}
+
+/* x @ w + b as one op: first and second derivatives in x, w and b, and
+ * the value against matmul plus a broadcast add. */
+static d2r_tensor *addmm3(d2r_tensor **x) {
+  return d2r_addmm(x[0], x[1], x[2]);
+}
+
+Test(gradcheck, addmm) {
+  const int64_t sx[2] = {4, 3}, sw[2] = {3, 5}, sb[1] = {5};
+  d2r_tensor *in[3] = {randt(41, 2, sx, -1, 1), randt(42, 2, sw, -1, 1),
+                       randt(43, 1, sb, -1, 1)};
+  gradcheck("addmm", addmm3, 3, in, 1e-6);
+  d2r_tensor *a = d2r_addmm(in[0], in[1], in[2]);
+  d2r_tensor *p = d2r_matmul(in[0], in[1]);
+  d2r_tensor *b = d2r_add(p, in[2]);
+  for (int64_t k = 0; k < 20; k++)
+    cr_expect(fabs(d2r_data(a)[k] - d2r_data(b)[k]) < 1e-14,
+              "addmm [%lld]: %.17g, want %.17g", (long long)k,
+              d2r_data(a)[k], d2r_data(b)[k]);
+  d2r_release(a), d2r_release(p), d2r_release(b);
+  /* Shapes that do not fit are reported, not computed. */
+  cr_expect_null(d2r_addmm(in[1], in[0], in[2]));
+  cr_expect(strstr(d2r_error(), "addmm") != NULL, "%s", d2r_error());
+  cr_expect_null(d2r_addmm(in[0], in[1], in[1]));
+  for (int i = 0; i < 3; i++) d2r_release(in[i]);
 }

@@ -249,6 +249,10 @@ d2r_tensor *d2r_softmax(d2r_tensor *t, int axis);
  * dimension when both are 3-d ([b,m,k] x [b,k,n]) or when a is 3-d and b
  * 2-d.  A 1-d b is treated as a column and the result squeezed. */
 d2r_tensor *d2r_matmul(d2r_tensor *a, d2r_tensor *b);
+/* x @ w + bias for x [m, k], w [k, n] and bias [n] added to every row:
+ * one op (the output starts as the bias and the product is added to it
+ * in place), what a linear layer computes. */
+d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias);
 
 /* The BLAS underneath (OpenBLAS): its thread count (n > 0 sets it;
  * returns the count in force) and the name of the kernel set it chose for
