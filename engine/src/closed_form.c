@@ -2,8 +2,12 @@
  * Plug-in estimates of the optimal Mahalanobis reward from training
  * targets (see closed_form.h for the formulas).
  */
+#include <gsl/gsl_eigen.h>
+#include <gsl/gsl_errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "d2r/closed_form.h"
 #include "d2r/linalg.h"
@@ -182,5 +186,91 @@ d2r_tensor *d2r_reward_full(d2r_tensor *y, double lambda, double ridge,
   d2r_tensor *u = d2r_reward_full_from_cov(sigma, lambda, ridge, max_cond,
                                            cond);
   d2r_release(sigma);
+  return u;
+}
+
+d2r_tensor *d2r_reward_full_pinv(d2r_tensor *sigma, double lambda,
+                                 double rtol, int64_t *dropped) {
+  if (dropped) *dropped = 0;
+  if (!sigma || !check_lambda(lambda, "reward_full_pinv")) return NULL;
+  if (!(rtol > 0)) rtol = 1e-6;
+  if (!(rtol < 1))
+    return d2r_fail("reward_full_pinv: rtol must be in (0, 1), got %g",
+                    rtol);
+  int64_t n = d2r_ndim(sigma) == 2 ? d2r_dim(sigma, 0) : -1;
+  if (n < 1 || d2r_dim(sigma, 1) != n) {
+    char buf[96];
+    return d2r_fail("reward_full_pinv: the covariance must be [n, n], "
+                    "got %s", d2r_shape_str(sigma, buf, sizeof buf));
+  }
+  d2r_tensor *c = d2r_contiguous(sigma);
+  if (!c) return NULL;
+  const double *sv = d2r_data(c);
+  for (int64_t i = 0; i < n * n; i++) {
+    int64_t r = i / n, k = i % n;
+    double a = sv[i], b = sv[k * n + r];
+    if (!isfinite(a) || fabs(a - b) > 1e-9 * (fabs(a) + fabs(b))) {
+      d2r_release(c);
+      return d2r_fail("reward_full_pinv: the covariance is %s at [%lld, "
+                      "%lld]", isfinite(a) ? "not symmetric" : "not finite",
+                      (long long)r + 1, (long long)k + 1);
+    }
+  }
+  /* GSL reports (rather than aborts on) a failed allocation or solve;
+   * gsl_eigen_symmv overwrites its input, so it works on a copy. */
+  gsl_error_handler_t *old = gsl_set_error_handler_off();
+  gsl_matrix *a = gsl_matrix_alloc((size_t)n, (size_t)n);
+  gsl_matrix *v = gsl_matrix_alloc((size_t)n, (size_t)n);
+  gsl_vector *e = gsl_vector_alloc((size_t)n);
+  gsl_eigen_symmv_workspace *w = gsl_eigen_symmv_alloc((size_t)n);
+  d2r_tensor *u = NULL;
+  if (!a || !v || !e || !w) {
+    d2r_fail("reward_full_pinv: out of memory");
+    goto done;
+  }
+  memcpy(a->data, sv, (size_t)(n * n) * sizeof(double));
+  int rc = gsl_eigen_symmv(a, e, v, w);
+  if (rc != GSL_SUCCESS) {
+    d2r_fail("reward_full_pinv: eigendecomposition failed (%s)",
+             gsl_strerror(rc));
+    goto done;
+  }
+  double top = 0;
+  for (int64_t i = 0; i < n; i++)
+    top = fmax(top, gsl_vector_get(e, (size_t)i));
+  if (!(top > 0)) {
+    d2r_fail("reward_full_pinv: the targets do not vary (Sigma has no "
+             "positive eigenvalue)");
+    goto done;
+  }
+  int64_t shape[2] = {n, n};
+  u = d2r_zeros(2, shape);
+  if (!u) goto done;
+  /* U = (lambda / 2) sum_i v_i v_i^T / e_i over the kept eigenvalues. */
+  double *pu = d2r_data(u);
+  for (int64_t i = 0; i < n; i++) {
+    double ei = gsl_vector_get(e, (size_t)i);
+    if (ei <= rtol * top) {
+      if (dropped) (*dropped)++;
+      continue;
+    }
+    double wgt = lambda / (2 * ei);
+    for (int64_t r = 0; r < n; r++) {
+      double vr = gsl_matrix_get(v, (size_t)r, (size_t)i) * wgt;
+      for (int64_t k = 0; k < n; k++)
+        pu[r * n + k] += vr * gsl_matrix_get(v, (size_t)k, (size_t)i);
+    }
+  }
+  /* Exactly symmetric, against rounding. */
+  for (int64_t r = 0; r < n; r++)
+    for (int64_t k = r + 1; k < n; k++)
+      pu[r * n + k] = pu[k * n + r] = 0.5 * (pu[r * n + k] + pu[k * n + r]);
+done:
+  gsl_eigen_symmv_free(w);
+  gsl_vector_free(e);
+  gsl_matrix_free(v);
+  gsl_matrix_free(a);
+  gsl_set_error_handler(old);
+  d2r_release(c);
   return u;
 }

@@ -441,15 +441,9 @@ d2r_tensor *d2r_dyn_reward_matrix(const d2r_dyn *m, const d2r_dataset *d,
     u = d2r_reward_diagonal(y, lambda);
   } else if (strcmp(kind, "full") == 0) {
     bool g = d2r_set_grad_enabled(false);
-    d2r_scope s = D2R_SCOPE_INIT;
-    d2r_tensor *cov = KEEP(d2r_covariance(y));
-    double tr = cov ? d2r_item(KEEP(d2r_trace(cov))) : 0;
-    int64_t n = m->cfg.obs_dim;
-    d2r_tensor *ridge = KEEP(d2r_muls(KEEP(d2r_eye(n)),
-                                      1e-8 * (tr > 0 ? tr / n : 1.0)));
-    d2r_tensor *inv = KEEP(d2r_inverse(KEEP(d2r_add(cov, ridge))));
-    u = d2r_muls(KEEP(d2r_sym(inv)), lambda / 2);
-    d2r_scope_end(&s);
+    d2r_tensor *cov = d2r_covariance(y);
+    u = d2r_reward_full_pinv(cov, lambda, D2R_DYN_PINV_RTOL, NULL);
+    d2r_release(cov);
     d2r_set_grad_enabled(g);
   } else {
     d2r_fail("dynamics: unknown reward matrix '%s' (identity, isotropic, "
