@@ -11,14 +11,18 @@
 --
 --   d2r scripts/mbrl.lua [--envs pendulum,cartpole,reacher] [--seeds 5]
 --       [--transitions 4000] [--updates 400] [--behaviour mix]
+--       [--planners cem,mppi] [--ensemble 1] [--elites 0]
 --       [--out results/mbrl] [--workers N] [--quick]
 --
 -- Reports, per environment and method, the test RMSE of the predicted
 -- mean and the per-dimension NLL (the paper's two columns; normalised
 -- units), the open-loop rollout error at horizons 1, 5, 10 and 25 (in
--- units of the observation std) and closed-loop returns: a CEM planner
--- acting in the real environment through each learned model, against a
--- random policy and against CEM through the true simulator.
+-- units of the observation std) and closed-loop returns: a CEM and an
+-- MPPI planner acting in the real environment through each learned model,
+-- against a random policy and against the same planners through the true
+-- simulator.  --ensemble K trains K members per model (PETS-style
+-- probabilistic ensembles; --elites E of them, chosen by validation MSE,
+-- predict), planning through a random elite's samples.
 --
 -- The learned u follows d2r.implicit_hypergrad on the pathwise form of
 -- the PG inner objective.  On the score-function surrogate the
@@ -50,6 +54,9 @@ local opts = S.options("mbrl", {
   outer = 10,
   outer_lr = 0.1,
   cg = 1,
+  planners = {"cem", "mppi"},
+  ensemble = 1,
+  elites = 0,
 }, [[
 usage: d2r scripts/mbrl.lua [options]
   --envs LIST       environments (pendulum, cartpole, reacher; also
@@ -70,7 +77,11 @@ usage: d2r scripts/mbrl.lua [options]
   --outer N         outer steps of the learned u (10; updates / N inner
                     updates each)
   --outer-lr X      Adam step on log u (0.1)
-  --cg N            conjugate-gradient iterations per hypergradient (1)]],
+  --cg N            conjugate-gradient iterations per hypergradient (1)
+  --planners LIST   closed-loop planners (cem, mppi; both by default)
+  --ensemble K      members per model (1); with K > 1 a planner draws
+                    from a random elite's Gaussian
+  --elites E        members that predict, by validation MSE (0: all)]],
 {
   envs = {"pendulum"},
   seeds = 2,
@@ -161,11 +172,16 @@ local function dataset(cfg, seed)
               cfg.env, "mix", seed)
 end
 
-local function planner(cfg, env, seed)
-  return d2r.cem{env = env, horizon = cfg.horizon,
-                 population = cfg.population,
-                 iterations = cfg.iterations,
-                 elites = math.max(2, cfg.population // 10), seed = seed}
+-- A planner of the given kind with the run's budget: the same horizon,
+-- population and iterations for CEM and MPPI.
+local function planner(cfg, kind, env, seed)
+  local o = {env = env, horizon = cfg.horizon, population = cfg.population,
+             iterations = cfg.iterations, seed = seed}
+  if kind == "cem" then
+    o.elites = math.max(2, cfg.population // 10)
+    return d2r.cem(o)
+  end
+  return d2r.mppi(o)
 end
 
 -- Trains dyn by PG with U = u I and u learned by implicit
@@ -234,6 +250,8 @@ local function run(cfg, ctx)
     local train, val, test = data:split{train = 0.5, val = 0.2,
                                         test = 0.3, seed = seed + 1}
     local dyn = d2r.dynamics{env = eval_env, hidden = {64, 64},
+                             ensemble = cfg.ensemble,
+                             elites = cfg.elites > 0 and cfg.elites or nil,
                              seed = seed + 2}
     local spec = {train = train, val = val, lambda = LAMBDA,
                   group = GROUP, lr = LR, steps = cfg.updates,
@@ -261,16 +279,27 @@ local function run(cfg, ctx)
       end
     end
     out.train_transitions = #train
-    dyn:plan_mode("mean")
-    out["return"] = planner(cfg, eval_env, seed + 4):evaluate{
-      env = eval_env, model = dyn, episodes = cfg.episodes,
-      seed = seed + 5}
+    -- One member plans through its mean; an ensemble through a random
+    -- elite's samples (PETS's trajectory sampling).
+    if cfg.ensemble > 1 then
+      dyn:plan_mode("sample", seed + 6)
+    else
+      dyn:plan_mode("mean")
+    end
+    for _, kind in ipairs(opts.planners) do
+      out["return_" .. kind] = planner(cfg, kind, eval_env, seed + 4)
+        :evaluate{env = eval_env, model = dyn, episodes = cfg.episodes,
+                  seed = seed + 5}
+    end
   elseif cfg.method == "random" then
-    out["return"] = d2r.random_evaluate(eval_env, {
+    out.return_random = d2r.random_evaluate(eval_env, {
       episodes = cfg.episodes, seed = seed + 5})
   else
-    out["return"] = planner(cfg, eval_env, seed + 4):evaluate{
-      env = eval_env, episodes = cfg.episodes, seed = seed + 5}
+    for _, kind in ipairs(opts.planners) do
+      out["return_" .. kind] = planner(cfg, kind, eval_env, seed + 4)
+        :evaluate{env = eval_env, episodes = cfg.episodes,
+                  seed = seed + 5}
+    end
   end
   return out
 end
@@ -283,6 +312,8 @@ local sw = S.sweep(opts, {
           episodes = opts.episodes, eval_steps = opts.eval_steps,
           population = opts.population, iterations = opts.iterations,
           horizon = opts.horizon, stride = opts.stride,
+          ensemble = opts.ensemble, elites = opts.elites,
+          planners = table.concat(opts.planners, ","),
           outer = function(c)
             return c.method == "pg_learned" and opts.outer or 0
           end,
@@ -341,11 +372,19 @@ for _, env in ipairs(opts.envs) do
       r[#r + 1] = learned and cell(env, method, "rollout_h" .. h, 3)
                   or "-"
     end
-    r[#r + 1] = cell(env, method, "return", 1)
+    -- the random policy has one return; it stands in every column
+    for _, kind in ipairs(opts.planners) do
+      r[#r + 1] = cell(env, method, method == "random" and "return_random"
+                                    or "return_" .. kind, 1)
+    end
     rows[#rows + 1] = r
   end
-  print(d2r.format_table({"method", "RMSE", "NLL", "roll h1", "roll h5",
-                          "roll h10", "roll h25", "return"}, rows))
+  local head = {"method", "RMSE", "NLL", "roll h1", "roll h5", "roll h10",
+                "roll h25"}
+  for _, kind in ipairs(opts.planners) do
+    head[#head + 1] = "return " .. kind:upper()
+  end
+  print(d2r.format_table(head, rows))
 
   -- each learned model against NLL: the difference of the means and
   -- the p-value of Welch's test
@@ -353,7 +392,11 @@ for _, env in ipairs(opts.envs) do
   for _, method in ipairs(LEARNED) do
     if method ~= "nll" then
       local r = {method}
-      for _, name in ipairs{"rmse", "nll", "return"} do
+      local names = {"rmse", "nll"}
+      for _, kind in ipairs(opts.planners) do
+        names[#names + 1] = "return_" .. kind
+      end
+      for _, name in ipairs(names) do
         local a, b = values(env, method, name), values(env, "nll", name)
         if #a >= 2 and #b >= 2 then
           local c = d2r.stats.compare(a, b)
@@ -372,7 +415,11 @@ for _, env in ipairs(opts.envs) do
   end
   if opts.seeds >= 2 then
     print("difference of means from NLL (Welch's p):")
-    print(d2r.format_table({"method", "RMSE", "NLL", "return"}, cmp))
+    local head = {"method", "RMSE", "NLL"}
+    for _, kind in ipairs(opts.planners) do
+      head[#head + 1] = "return " .. kind:upper()
+    end
+    print(d2r.format_table(head, cmp))
   end
 
   local curve = S.select(rollout, {env = env})

@@ -1,8 +1,9 @@
 -- Smoke test of scripts/mbrl.lua (the model-based RL experiment): it runs
 -- with --quick into a temporary folder; summary.csv must list every
 -- method with finite values (test RMSE, NLL and rollout error for the
--- learned models, a closed-loop return for all, baselines included),
--- and every run must have finished.
+-- learned models, closed-loop returns of CEM and MPPI for all, baselines
+-- included), and every run must have finished.  A second run trains
+-- ensembles of 2 (1 elite) and plans with MPPI alone.
 local check = require "check"
 
 local exe = arg and arg[-1] or "build/d2r"
@@ -14,12 +15,18 @@ local function quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
-local cmd = ("%s scripts/mbrl.lua --quick --out %s --progress none 2>&1")
-            :format(quote(exe), quote(tmp))
-local p = io.popen(cmd)
-local text = p:read("a")
-check.ok(p:close(), "mbrl.lua --quick exits 0:\n" .. text)
+local function run(extra, out)
+  local cmd = ("%s scripts/mbrl.lua --quick --out %s --progress none %s "
+               .. "2>&1"):format(quote(exe), quote(out), extra)
+  local p = io.popen(cmd)
+  local text = p:read("a")
+  check.ok(p:close(), "mbrl.lua --quick " .. extra .. " exits 0:\n" .. text)
+  return text
+end
+
+local text = run("", tmp)
 check.ok(text:find("pg_full", 1, true), "the table is printed")
+check.ok(text:find("return MPPI", 1, true), "MPPI's column is printed")
 
 local function finite(v)
   return type(v) == "number" and v == v and v ~= math.huge
@@ -51,15 +58,31 @@ local learned = {"mse", "nll", "pg_identity", "pg_isotropic", "pg_full",
                  "pg_learned"}
 for _, m in ipairs(learned) do
   for _, metric in ipairs{"rmse", "nll", "rollout_h1", "rollout_h10",
-                          "return"} do
+                          "return_cem", "return_mppi"} do
     check.ok(seen[m .. "/" .. metric], ("%s has %s"):format(m, metric))
   end
 end
 check.ok(seen["pg_learned/u"], "the learned u is reported")
+check.ok(seen["random/return_random"], "random has a return")
+check.ok(seen["simulator/return_cem"] and seen["simulator/return_mppi"],
+         "the simulator has CEM and MPPI returns")
 for _, m in ipairs{"random", "simulator"} do
-  check.ok(seen[m .. "/return"], m .. " has a return")
   check.ok(not seen[m .. "/rmse"], m .. " has no model metrics")
 end
+os.execute("rm -rf " .. quote(tmp))
 
+-- ensembles, MPPI only
+text = run("--ensemble 2 --elites 1 --planners mppi", tmp)
+check.ok(not text:find("return CEM", 1, true), "no CEM column")
+rows = d2r.read_results(tmp .. "/summary.csv")
+seen = {}
+for _, r in ipairs(rows) do
+  seen[r.method .. "/" .. r.metric] = true
+  check.ok(finite(r.mean), ("ensemble: %s %s mean is finite")
+           :format(r.method, r.metric))
+end
+check.ok(seen["mse/return_mppi"] and not seen["mse/return_cem"],
+         "an MPPI return alone")
+check.ok(seen["nll/rmse"], "the ensemble's elite is evaluated")
 os.execute("rm -rf " .. quote(tmp))
 check.done("test_mbrl")
