@@ -162,6 +162,7 @@ static void drain(link *l) {
 }
 
 void d2r_cache_trim(void) {
+  d2r_autograd_trim();
   drain(tc.tensors.head);
   drain(tc.nodes.head);
   drain(tc.storages.head);

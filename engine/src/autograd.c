@@ -39,8 +39,10 @@ static bool tlist_push(tlist *l, d2r_tensor *t) {
  * pointer bit set so that it is emitted after everything below it.
  * Tensors made before min_seq are not entered. */
 static bool topo_sort(int nroot, d2r_tensor *const *roots, uint64_t mark,
-                      uint64_t min_seq, tlist *order, tlist *seen) {
-  tlist stack = {0};
+                      uint64_t min_seq, tlist *order, tlist *seen,
+                      tlist *work) {
+  tlist stack = *work;
+  stack.n = 0;
   bool ok = true;
   for (int r = 0; r < nroot && ok; r++) ok = tlist_push(&stack, roots[r]);
   while (ok && stack.n > 0) {
@@ -63,8 +65,50 @@ static bool topo_sort(int nroot, d2r_tensor *const *roots, uint64_t mark,
         ok = tlist_push(&stack, in);
     }
   }
-  free(stack.items);
+  *work = stack;
   return ok;
+}
+
+/*
+ * The three lists of a pass (the sorted order, the tensors seen and the
+ * sort's stack), kept per thread from one pass to the next so that a
+ * training step's backward allocates nothing.  A pass started while
+ * another is running on the thread (from inside a backward rule) gets
+ * fresh lists.
+ */
+typedef struct {
+  tlist order, seen, stack;
+} pass_lists;
+
+static _Thread_local pass_lists spare;
+static _Thread_local bool spare_busy;
+
+static pass_lists *lists_take(pass_lists *fresh) {
+  pass_lists *l = fresh;
+  if (!spare_busy) {
+    spare_busy = true;
+    l = &spare;
+  }
+  l->order.n = l->seen.n = l->stack.n = 0;
+  return l;
+}
+
+static void lists_give(pass_lists *l) {
+  if (l == &spare) {
+    spare_busy = false;
+    return;
+  }
+  free(l->order.items);
+  free(l->seen.items);
+  free(l->stack.items);
+}
+
+void d2r_autograd_trim(void) {
+  if (spare_busy) return;
+  free(spare.order.items);
+  free(spare.seen.items);
+  free(spare.stack.items);
+  spare = (pass_lists){0};
 }
 
 /* Adds g (consumed) into t's accumulator. */
@@ -178,15 +222,16 @@ static void clear_seen(tlist *seen) {
  * accumulators of the nkeep tensors in keep survive the pass. */
 static int pass(int nout, d2r_tensor *const *outputs,
                 d2r_tensor *const *grad_outputs, bool create_graph,
-                int nkeep, d2r_tensor *const *keep, tlist *order,
-                tlist *seen) {
+                int nkeep, d2r_tensor *const *keep, pass_lists *l) {
+  tlist *order = &l->order, *seen = &l->seen;
   for (int i = 0; i < nout; i++)
     if (!outputs[i]) return -1;
   uint64_t mark = ++pass_mark, min_seq = UINT64_MAX;
   for (int i = 0; i < nkeep; i++)
     if (keep[i]->seq < min_seq) min_seq = keep[i]->seq;
   if (nkeep == 0) min_seq = 0;
-  if (!topo_sort(nout, outputs, mark, min_seq, order, seen)) return -1;
+  if (!topo_sort(nout, outputs, mark, min_seq, order, seen, &l->stack))
+    return -1;
   for (int i = 0; i < nkeep; i++) keep[i]->keep_acc = true;
   bool was = d2r_set_grad_enabled(create_graph);
   int rc = seed_outputs(nout, outputs, grad_outputs);
@@ -216,10 +261,10 @@ int d2r_backward(d2r_tensor *loss) {
              "requires a gradient");
     return -1;
   }
-  tlist order = {0}, seen = {0};
-  int rc = pass(1, &loss, NULL, false, 0, NULL, &order, &seen);
-  for (int64_t i = 0; rc == 0 && i < seen.n; i++) {
-    d2r_tensor *t = seen.items[i];
+  pass_lists fresh = {0}, *l = lists_take(&fresh);
+  int rc = pass(1, &loss, NULL, false, 0, NULL, l);
+  for (int64_t i = 0; rc == 0 && i < l->seen.n; i++) {
+    d2r_tensor *t = l->seen.items[i];
     if (!t->leaf_grad || !t->acc) continue;
     if (!t->grad) {
       t->grad = private_copy(t->acc);
@@ -231,9 +276,8 @@ int d2r_backward(d2r_tensor *loss) {
       t->grad = sum;
     }
   }
-  clear_seen(&seen);
-  free(order.items);
-  free(seen.items);
+  clear_seen(&l->seen);
+  lists_give(l);
   return rc;
 }
 
@@ -249,9 +293,8 @@ int d2r_autograd(int nout, d2r_tensor *const *outputs,
       return -1;
     }
   }
-  tlist order = {0}, seen = {0};
-  int rc = pass(nout, outputs, grad_outputs, create_graph, nin, inputs,
-                &order, &seen);
+  pass_lists fresh = {0}, *l = lists_take(&fresh);
+  int rc = pass(nout, outputs, grad_outputs, create_graph, nin, inputs, l);
   uint64_t mark = pass_mark;
   for (int i = 0; rc == 0 && i < nin; i++) {
     d2r_tensor *x = inputs[i];
@@ -266,9 +309,8 @@ int d2r_autograd(int nout, d2r_tensor *const *outputs,
       rc = -1;
     }
   }
-  clear_seen(&seen);
-  free(order.items);
-  free(seen.items);
+  clear_seen(&l->seen);
+  lists_give(l);
   if (rc < 0)
     for (int i = 0; i < nin; i++) {
       d2r_release(grads[i]);

@@ -182,6 +182,22 @@ d2r_tensor *d2r_gaussian_rsample(d2r_rng *rng, d2r_tensor *mean,
   return out;
 }
 
+/* Per-dimension scratch of the Gaussian loops: on the stack for up to
+ * SMALL_DIMS dimensions (no allocation in a training step), on the heap
+ * beyond.  release_dims gives back what dims_buffer took. */
+enum { SMALL_DIMS = 256 };
+
+static double *dims_buffer(double *stack, int64_t n)
+{
+  return n <= SMALL_DIMS ? stack : malloc((size_t)n * sizeof(double));
+}
+
+static void release_dims(double *buf, const double *stack)
+{
+  if (buf != stack)
+    free(buf);
+}
+
 /* Element (b, j) of a mean or log-std parameter at p[b * s0 + j * s1]:
  * a shared [n] or [1, n] parameter has s0 = 0. */
 typedef struct {
@@ -212,8 +228,9 @@ d2r_tensor *d2r_gaussian_sample(d2r_rng *rng, d2r_tensor *mean,
   int64_t b = d2r_dim(mean, 0), n = d2r_dim(mean, 1);
   int64_t shape[3] = {b, draws, n};
   d2r_tensor *out = d2r_rand_normal(rng, 3, shape, 0.0, 1.0);
-  double *sd = out && n > 0 ? malloc((size_t)n * sizeof *sd) : NULL;
-  if (out && n > 0 && !sd) {
+  double small[SMALL_DIMS];
+  double *sd = dims_buffer(small, n);
+  if (out && !sd) {
     d2r_release(out);
     return d2r_fail("gaussian_sample: out of memory");
   }
@@ -227,7 +244,7 @@ d2r_tensor *d2r_gaussian_sample(d2r_rng *rng, d2r_tensor *mean,
       for (int64_t j = 0; j < n; j++)
         o[j] = mi[j * m.s1] + sd[j] * o[j];
   }
-  free(sd);
+  release_dims(sd, small);
   return out;
 }
 
@@ -336,7 +353,8 @@ static int bw_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
   int64_t b = mean->shape[0], n = mean->shape[1];
   int64_t draws = y->ndim == 3 ? y->shape[1] : 1;
   d2r_tensor *yc = d2r_contiguous(y), *gc = d2r_contiguous(g);
-  double *inv = malloc((size_t)(n > 0 ? n : 1) * sizeof *inv);
+  double small[SMALL_DIMS];
+  double *inv = dims_buffer(small, n);
   bool ok = yc && gc && inv;
   double *gm = grad_for(nd, 0, gin, &ok), *gl = grad_for(nd, 1, gin, &ok);
   double *gy = grad_for(nd, 2, gin, &ok);
@@ -363,7 +381,7 @@ static int bw_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
       pg += reduce == D2R_REDUCE_NONE ? n : 1;
     }
   }
-  free(inv);
+  release_dims(inv, small);
   d2r_release(yc);
   d2r_release(gc);
   if (!ok)
@@ -390,11 +408,12 @@ d2r_tensor *d2r_gaussian_log_prob(d2r_tensor *mean, d2r_tensor *log_std,
     shape[i] = y->shape[i];
   d2r_tensor *yc = d2r_contiguous(y);
   d2r_tensor *out = yc ? d2r_new(nd, shape) : NULL;
-  double *inv = malloc((size_t)(n > 0 ? n : 1) * sizeof *inv);
+  double small[SMALL_DIMS];
+  double *inv = dims_buffer(small, n);
   if (!out || !inv) {
     d2r_release(yc);
     d2r_release(out);
-    free(inv);
+    release_dims(inv, small);
     return yc ? d2r_fail("%s: out of memory", fn) : NULL;
   }
   /* Per element -0.5 log(2 pi) - log_std - z^2 / 2 with z = (y - mean)
@@ -421,7 +440,7 @@ d2r_tensor *d2r_gaussian_log_prob(d2r_tensor *mean, d2r_tensor *log_std,
         *o++ = reduce == D2R_REDUCE_MEAN_DIMS ? acc / n : acc;
     }
   }
-  free(inv);
+  release_dims(inv, small);
   d2r_release(yc);
   if (d2r_detect_anomaly_enabled() && d2r_count_nonfinite(out) > 0 &&
       d2r_count_nonfinite(mean) == 0 && d2r_count_nonfinite(log_std) == 0 &&

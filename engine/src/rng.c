@@ -275,7 +275,10 @@ d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
   if (check_probs(probs) < 0)
     return NULL;
   int64_t rows = d2r_dim(probs, 0), c = d2r_dim(probs, 1);
-  double *cum = malloc((size_t)c * sizeof *cum);
+  /* The running sums of one row: on the stack for up to 256 classes, so
+   * a training step's sampling allocates nothing. */
+  double small[256];
+  double *cum = c <= 256 ? small : malloc((size_t)c * sizeof *cum);
   if (!cum)
     return d2r_fail("rand_categorical: out of memory");
   int64_t shape[2] = {rows, draws};
@@ -292,7 +295,8 @@ d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
       o[b * draws + j] = (double)search_cdf(cum, c, u);
     }
   }
-  free(cum);
+  if (cum != small)
+    free(cum);
   return out;
 }
 

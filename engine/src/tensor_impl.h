@@ -71,6 +71,10 @@ void d2r_free_storage(d2r_storage *s);
 double *d2r_alloc_block(int64_t size);
 void d2r_free_block(double *data, int64_t size);
 
+/* Frees the lists autograd keeps for reuse between passes (from
+ * d2r_cache_trim). */
+void d2r_autograd_trim(void);
+
 /* A fresh contiguous tensor with uninitialised data. */
 d2r_tensor *d2r_new(int ndim, const int64_t *shape);
 /* A view of t's storage with its own shape and strides. */
