@@ -1,11 +1,13 @@
 /*
  * The benchmark's workloads as seen by its driver: each one is set up
  * once, then stepped repeatedly (a step is the unit that is timed: one
- * epoch, one policy-gradient update, or one set of matrix products).
+ * epoch, one policy-gradient update, one outer step of a bilevel loop,
+ * one whole sweep of runs, or one set of matrix products).
  */
 #ifndef D2R_BENCH_H
 #define D2R_BENCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Workload numbers of the issue, plus the bare-BLAS references. */
@@ -15,12 +17,20 @@ enum {
   W_GAUSSIAN = 2,   /* one PG update of the toy Gaussian policy */
   W_DYNAMICS = 3,   /* one PG update of a dynamics model */
   W_LARGE = 4,      /* one PG update of a large dynamics model */
-  W_IMPLICIT = 5,   /* implicit-differentiation outer step (missing) */
-  W_SWEEP = 6,      /* sweep of 100 toy runs (missing) */
+  W_IMPLICIT = 5,   /* one implicit-differentiation outer step */
+  W_SWEEP = 6,      /* a sweep of 100 toy runs, in a d2r process */
   W_GEMM3 = 103,    /* the matrix products of workload 3, bare dgemm */
   W_GEMM4 = 104,    /* the matrix products of workload 4, bare dgemm */
   W_GEMM_SQ = 110   /* one square 1024 dgemm: the machine's rate */
 };
+
+/*
+ * Workload 6 takes seconds a step: its measurements follow a fixed
+ * schedule (on both sides) instead of timed runs: this many warm-up
+ * sweeps, then at most this many timed runs of one sweep each.
+ */
+#define BENCH_SWEEP_WARMUP 1
+#define BENCH_SWEEP_RUNS 3
 
 typedef struct bench_work {
   const char *name;     /* short label */
@@ -30,6 +40,9 @@ typedef struct bench_work {
   void (*free_state)(void *state);
   double flops;         /* matrix-product flops of one step, or 0 */
   int64_t rows;         /* training rows (tabular), batch size, or 0 */
+  /* NULL, or writes a one-word summary of the state after the last step
+   * (key:value pairs joined by commas, no spaces) for the result line. */
+  void (*note)(void *state, char *buf, size_t size);
 } bench_work;
 
 /* Where data/ lives, for the tabular workload. */
@@ -40,7 +53,9 @@ int bench_known(int w);
 /* A one-line description, or NULL for an unknown number. */
 const char *bench_describe(int w);
 /* Sets *out up for workload w (seeded); 0, or -1 with a message in
- * d2r_error() (for workloads 5 and 6: "not yet available"). */
+ * d2r_error().  Workload 6 runs the d2r executable it was built with
+ * (D2R_BENCH_D2R_EXE) on bench/toy_sweep.lua, with as many sweep workers
+ * as the BLAS thread count in force. */
 int bench_setup(int w, uint64_t seed, bench_work *out);
 void bench_teardown(bench_work *b);
 

@@ -8,7 +8,10 @@
  * the thread count (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, and
  * torch.set_num_threads) and kernel set (OPENBLAS_CORETYPE, inherited)
  * are fixed before BLAS loads.  A child warms up, then times `runs` runs
- * of `inner` steps each and reports the median time per step.
+ * of `inner` steps each and reports the median time per step.  Workload
+ * 6, whose step is a whole sweep in a process of its own (seconds), has
+ * a fixed schedule instead: BENCH_SWEEP_WARMUP warm-up sweeps, then at
+ * most BENCH_SWEEP_RUNS timed runs of one sweep, on both sides.
  *
  * Modes: the default prints the table; --kernels compares OpenBLAS
  * kernel sets (rates and results); --memory follows the heap across many
@@ -85,7 +88,11 @@ static void usage(FILE *f) {
     "  -v, --verbose         print every child's raw result line\n"
     "Workloads: 0 baseline (the process alone: its peak memory), 1\n"
     "tabular epoch, 2 toy Gaussian, 3 dynamics, 4 large dynamics, 5\n"
-    "implicit step, 6 sweep (5 and 6 not yet available).\n");
+    "implicit-differentiation outer step (toy, U = u I), 6 sweep of 100\n"
+    "toy runs, end to end in a fresh process (d2r: bench/toy_sweep.lua,\n"
+    "one sweep worker per thread; PyTorch: bench/torch/toy_sweep.py);\n"
+    "6 runs 1 warm-up sweep and min(--runs, 3) timed ones.  -v also\n"
+    "shows each child's note (5: u, its hypergradient, the CG residual).\n");
 }
 
 static int parse_list(const char *s, int *out, int cap) {
@@ -272,6 +279,14 @@ static int child_memory(const opts *o, bench_work *b, int w) {
   return 0;
 }
 
+/* " note=..." with the workload's note, or "" when it has none. */
+static void note_of(bench_work *b, char *buf, size_t size) {
+  buf[0] = '\0';
+  if (b->note == NULL || size < 8) return;
+  memcpy(buf, " note=", 7);
+  b->note(b->state, buf + 6, size - 6);
+}
+
 /* Warms up (for --warmup seconds, or --warmup-steps steps), then times
  * --runs runs of --inner steps; without --inner, a run lasts about
  * --run-time seconds, all within --max-steps steps. */
@@ -300,11 +315,13 @@ static int child_timed(const opts *o, bench_work *b, int w) {
     times[r] = (now() - t) / (double)inner;
   }
   qsort(times, (size_t)o->runs, sizeof *times, cmp_double);
+  char note[512];
+  note_of(b, note, sizeof note);
   printf("result w=%d name=%s unit=%s core=%s threads=%d warmup_steps=%ld "
          "inner=%ld runs=%d median=%.9g min=%.9g max=%.9g flops=%.17g "
-         "rows=%lld\n", w, b->name, b->unit, openblas_get_corename(),
+         "rows=%lld%s\n", w, b->name, b->unit, openblas_get_corename(),
          openblas_get_num_threads(), k, inner, o->runs, times[o->runs / 2],
-         times[0], times[o->runs - 1], b->flops, (long long)b->rows);
+         times[0], times[o->runs - 1], b->flops, (long long)b->rows, note);
   free(times);
   return 0;
 }
@@ -322,7 +339,9 @@ static int run_child(const opts *o) {
     rc = 0;
     for (long k = 0; rc == 0 && k < o->steps; k++)
       if (b.step(b.state) != 0) rc = child_fail(w, "step");
-    if (rc == 0) printf("result w=%d steps=%ld\n", w, o->steps);
+    char note[512];
+    note_of(&b, note, sizeof note);
+    if (rc == 0) printf("result w=%d steps=%ld%s\n", w, o->steps, note);
   } else {
     rc = child_timed(o, &b, w);
   }
@@ -452,17 +471,27 @@ static void parse_meas(const child_out *co, meas *m, bool verbose) {
   }
 }
 
+/* Timed runs of a measurement of workload w (both sides). */
+static int runs_for(const opts *o, int w) {
+  if (w == W_SWEEP && o->runs > BENCH_SWEEP_RUNS) return BENCH_SWEEP_RUNS;
+  return o->runs;
+}
+
 static void d2r_measure(const opts *o, int w, int threads, const char *core,
                         meas *m) {
-  char ws[16], runs[16], rt[32], wu[32], ms[32];
+  char ws[16], runs[16], rt[32], wu[32], ms[32], ws_steps[16];
   snprintf(ws, sizeof ws, "%d", w);
-  snprintf(runs, sizeof runs, "%d", o->runs);
+  snprintf(runs, sizeof runs, "%d", runs_for(o, w));
   fmt(rt, sizeof rt, "%g", o->run_time);
   fmt(wu, sizeof wu, "%g", o->warmup);
   snprintf(ms, sizeof ms, "%ld", o->max_steps);
+  snprintf(ws_steps, sizeof ws_steps, "%d", BENCH_SWEEP_WARMUP);
+  /* Workload 6: a fixed schedule of whole sweeps, one per run (the list
+   * ends before it for the others). */
+  char *sched = w == W_SWEEP ? "--warmup-steps" : NULL;
   char *argv[] = {self_path, "--child", ws, "--runs", runs, "--run-time", rt,
                   "--warmup", wu, "--max-steps", ms, "--data",
-                  (char *)o->data, NULL};
+                  (char *)o->data, sched, ws_steps, "--inner", "1", NULL};
   child_out co;
   if (spawn(argv, threads, core, &co) != 0) {
     memset(m, 0, sizeof *m);
@@ -479,7 +508,7 @@ static void torch_measure(const opts *o, int w, int threads,
   char ws[16], ts[16], runs[16], wu[32], in[32];
   snprintf(ws, sizeof ws, "%d", w);
   snprintf(ts, sizeof ts, "%d", threads);
-  snprintf(runs, sizeof runs, "%d", o->runs);
+  snprintf(runs, sizeof runs, "%d", runs_for(o, w));
   snprintf(wu, sizeof wu, "%ld", d->warmup_steps);
   snprintf(in, sizeof in, "%ld", d->inner);
   char *argv[] = {(char *)o->python, (char *)o->script, "--workload", ws,
@@ -528,8 +557,11 @@ static void print_time(const meas *m, bool baseline) {
     else printf(" %7s", "-");
     return;
   }
-  printf(" %9.4f %9.1f %7.1f", m->median * 1e3, 1.0 / m->median,
-         (double)m->maxrss_kb / 1024.0);
+  /* Steps of seconds (sweeps) keep the columns' width and show digits. */
+  double ms = m->median * 1e3, rate = 1.0 / m->median;
+  printf(ms < 1e4 ? " %9.4f" : " %9.1f", ms);
+  printf(rate < 100 ? " %9.3f" : " %9.1f", rate);
+  printf(" %7.1f", (double)m->maxrss_kb / 1024.0);
 }
 
 static void print_ratio(const meas *a, const meas *b) {
@@ -572,10 +604,18 @@ static void run_table(const opts *o) {
   if (getloadavg(load, 3) != 3) load[0] = load[1] = load[2] = NAN;
   printf("OPENBLAS_CORETYPE: %s; load average at start %.2f %.2f %.2f\n",
          ct != NULL ? ct : "(unset)", load[0], load[1], load[2]);
-  for (int i = 0; i < o->nwork; i++)
+  bool sweep = false;
+  for (int i = 0; i < o->nwork; i++) {
     if (bench_describe(o->workloads[i]) != NULL)
       printf("  %d: %s\n", o->workloads[i],
              bench_describe(o->workloads[i]));
+    sweep = sweep || o->workloads[i] == W_SWEEP;
+  }
+  if (sweep)
+    printf("  (6: a step is a sweep, timed by the wall clock of its "
+           "process: median of\n   %d after %d warm-up; peakMB: the "
+           "largest process of the sweep)\n", runs_for(o, W_SWEEP),
+           BENCH_SWEEP_WARMUP);
   for (int ti = 0; ti < o->nthreads; ti++) {
     int th = o->threads[ti];
     table_header(th);

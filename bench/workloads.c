@@ -1,16 +1,27 @@
 /*
  * The d2r side of the benchmark workloads (see bench.h): the tabular
  * protocol's epoch, PG updates of Gaussian policies built from an MLP
- * and the diagonal Gaussian of dist.h, and the bare dgemm calls that
- * the dynamics updates make, for comparing rates.
+ * and the diagonal Gaussian of dist.h, an implicit-differentiation outer
+ * step of a learned reward on the toy problem, a sweep of toy runs in a
+ * d2r process of its own, and the bare dgemm calls that the dynamics
+ * updates make, for comparing rates.
  */
+#define _GNU_SOURCE
 #include "bench.h"
 
 #include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "d2r/bilevel.h"
 #include "d2r/closed_form.h"
 #include "d2r/data.h"
 #include "d2r/dist.h"
@@ -147,7 +158,8 @@ done:
     tab_free(w);
     return -1;
   }
-  *b = (bench_work){"tabular", "epoch", w, tab_step, tab_free, 0, w->n};
+  *b = (bench_work){"tabular", "epoch", w, tab_step, tab_free, 0, w->n,
+                    NULL};
   return 0;
 }
 
@@ -208,24 +220,37 @@ typedef struct pol_spec {
   bool diagonal;   /* U = diag(u*) rather than u* I */
 } pol_spec;
 
+/* The toy problem's data (workloads 2, 5 and 6): rows inputs
+ * x ~ U[-5, 5]^2 and their targets y = x + 2 + 1.25 eps (new references
+ * in *x and *y); 0 or -1. */
+static int toy_draw(d2r_rng *rng, int64_t rows, d2r_tensor **x,
+                    d2r_tensor **y) {
+  int64_t shape[2] = {rows, 2};
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *eps = KEEP(d2r_rand_normal(rng, 2, shape, 0.0, 1.0));
+  *x = d2r_rand_uniform(rng, 2, shape, -5.0, 5.0);
+  d2r_tensor *noise = KEEP(d2r_muls(eps, 1.25));
+  *y = d2r_adds(KEEP(d2r_add(*x, noise)), 2.0);
+  d2r_scope_end(&s);
+  return *x != NULL && *y != NULL ? 0 : -1;
+}
+
 /* Inputs and targets: for the toy, x ~ U[-5, 5]^2 and y = x + loc +
  * sigma eps (METHOD.md's synthetic regression); for dynamics models,
  * x ~ N(0, I) and y = x[:, :n] / 2 + eps / 10. */
 static int pol_data(pol_state *w, const pol_spec *sp) {
   int64_t xs[2] = {sp->batch, sp->in}, ys[2] = {sp->batch, sp->n};
+  if (sp->diagonal) {
+    if (toy_draw(w->rng, sp->batch, &w->x, &w->y) != 0) return -1;
+    w->U = d2r_reward_diagonal(w->y, w->lambda);
+    return w->U != NULL ? 0 : -1;
+  }
   d2r_scope s = D2R_SCOPE_INIT;
   d2r_tensor *eps = KEEP(d2r_rand_normal(w->rng, 2, ys, 0.0, 1.0));
-  if (sp->diagonal) {
-    w->x = d2r_rand_uniform(w->rng, 2, xs, -5.0, 5.0);
-    d2r_tensor *noise = KEEP(d2r_muls(eps, 1.25));
-    w->y = d2r_adds(KEEP(d2r_add(w->x, noise)), 2.0);
-    w->U = d2r_reward_diagonal(w->y, w->lambda);
-  } else {
-    w->x = d2r_rand_normal(w->rng, 2, xs, 0.0, 1.0);
-    d2r_tensor *head = KEEP(d2r_slice(w->x, 1, 0, sp->n, 1));
-    w->y = d2r_add(KEEP(d2r_muls(head, 0.5)), KEEP(d2r_muls(eps, 0.1)));
-    w->U = d2r_reward_isotropic(w->y, w->lambda);
-  }
+  w->x = d2r_rand_normal(w->rng, 2, xs, 0.0, 1.0);
+  d2r_tensor *head = KEEP(d2r_slice(w->x, 1, 0, sp->n, 1));
+  w->y = d2r_add(KEEP(d2r_muls(head, 0.5)), KEEP(d2r_muls(eps, 0.1)));
+  w->U = d2r_reward_isotropic(w->y, w->lambda);
   d2r_scope_end(&s);
   return w->x != NULL && w->y != NULL && w->U != NULL ? 0 : -1;
 }
@@ -254,7 +279,7 @@ static int pol_setup(const pol_spec *sp, uint64_t seed, bench_work *b) {
   dims[sp->nhidden + 1] = 2 * sp->n;
   double f = bench_mlp_flops(sp->nhidden + 2, dims, sp->batch);
   *b = (bench_work){sp->name, "update", w, pol_step, pol_free, f,
-                    sp->batch};
+                    sp->batch, NULL};
   return 0;
 }
 
@@ -264,6 +289,346 @@ static const pol_spec SPEC_DYN = {"dynamics", 23, 17, 10000, 5, 2, {64, 64},
                                   false};
 static const pol_spec SPEC_LARGE = {"large", 23, 17, 4096, 5, 4,
                                     {200, 200, 200, 200}, false};
+
+/* ---- workload 5: an implicit-differentiation outer step ----------------- */
+
+/*
+ * The toy problem of workload 2 with a learned reward U = u I, u a 0-d
+ * leaf (used as it is, no softplus) that starts at 1.  One outer step:
+ *  (a) IMP_INNER PG updates of the policy as in workload 2 (Adam, lr
+ *      1e-2) with the reward u I, u held constant; warm start: the
+ *      policy and its Adam state carry over from one outer step to the
+ *      next (bilevel.lua's inner_init = "warm");
+ *  (b) the implicit hypergradient dF/du by d2r_implicit_hypergrad, with
+ *      F the mean Gaussian NLL (per dimension) of IMP_BATCH held-out toy
+ *      points, and L the inner objective in the "dice" form of
+ *      bilevel.lua's pg_problem on one draw of G samples per input (the
+ *      draw stays fixed through the solve): L's gradient is the REINFORCE
+ *      surrogate's, its Hessian estimates the expected objective's.  The
+ *      system H w = d_theta F is solved by CG, exactly IMP_CG iterations
+ *      (tolerance 0), started from the previous outer step's w, so one
+ *      solve costs IMP_CG + 2 Hessian-vector products (the start's
+ *      residual and the final one that d2r_linsolve reports);
+ *  (c) one Adam step on u (lr 1e-2) with that gradient, then u is kept
+ *      >= IMP_U_MIN so that the reward stays a reward.
+ */
+#define IMP_INNER 50
+#define IMP_CG 10
+#define IMP_BATCH 10
+#define IMP_G 5
+#define IMP_N 2
+#define IMP_LAMBDA 1.0
+#define IMP_LR 1e-2
+#define IMP_U_MIN 1e-3
+
+typedef struct imp_state {
+  d2r_rng *rng;
+  d2r_tensor *x, *y;     /* training inputs and targets [B, n] */
+  d2r_tensor *xv, *yv;   /* held-out inputs and targets [B, n] */
+  d2r_tensor *u;         /* 0-d leaf: U = u I */
+  d2r_tensor *w;         /* the last solve's solution, or NULL */
+  d2r_model *mlp;
+  d2r_optim *inner, *outer;
+  d2r_pg_options pg;
+  /* What the last outer step measured. */
+  double hypergrad, val_nll, residual;
+  int iterations;
+} imp_state;
+
+static void imp_free(void *p) {
+  imp_state *w = p;
+  if (w == NULL) return;
+  d2r_optim_free(w->inner);
+  d2r_optim_free(w->outer);
+  d2r_model_release(w->mlp);
+  d2r_release(w->x);
+  d2r_release(w->y);
+  d2r_release(w->xv);
+  d2r_release(w->yv);
+  d2r_release(w->u);
+  d2r_release(w->w);
+  d2r_rng_free(w->rng);
+  free(w);
+}
+
+/* The policy's mean and log-std at x, kept in sc. */
+static int imp_heads(imp_state *w, d2r_scope *sc, d2r_tensor *x,
+                     d2r_tensor **mean, d2r_tensor **ls) {
+  d2r_tensor *out = d2r_keep(sc, d2r_model_forward(w->mlp, x));
+  *mean = d2r_keep(sc, d2r_slice(out, 1, 0, IMP_N, 1));
+  *ls = d2r_keep(sc, d2r_slice(out, 1, IMP_N, 2 * IMP_N, 1));
+  return *mean != NULL && *ls != NULL ? 0 : -1;
+}
+
+/* One inner PG update: workload 2's, with the reward u I. */
+static int imp_update(imp_state *w) {
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *mean, *ls;
+  int rc = imp_heads(w, &s, w->x, &mean, &ls);
+  d2r_tensor *yhat = KEEP(d2r_gaussian_sample(w->rng, mean, ls, IMP_G));
+  d2r_tensor *logp = KEEP(d2r_gaussian_log_prob(mean, ls, yhat,
+                                                D2R_REDUCE_MEAN_DIMS));
+  d2r_tensor *U = KEEP(d2r_detach(w->u));
+  d2r_tensor *r = KEEP(d2r_mahalanobis_reward(yhat, w->y, U));
+  d2r_tensor *h = KEEP(d2r_gaussian_entropy(ls, D2R_REDUCE_MEAN_DIMS));
+  d2r_tensor *loss = KEEP(d2r_pg_surrogate(logp, r, h, IMP_LAMBDA, &w->pg,
+                                           NULL));
+  if (rc == 0) rc = update(w->inner, loss);
+  d2r_scope_end(&s);
+  return rc;
+}
+
+/* L, the "dice" inner objective (transform and baseline none):
+ *   -mean_bg(r_bg exp(lp_bg - stop(lp_bg))) / n - lambda mean_b(H_b)
+ * with lp the joint log-density of the drawn samples and H the entropy
+ * per dimension; the reward keeps its graph to u. */
+static d2r_tensor *imp_inner_loss(void *ctx) {
+  imp_state *w = ctx;
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *mean, *ls;
+  imp_heads(w, &s, w->x, &mean, &ls);
+  d2r_tensor *yhat = KEEP(d2r_gaussian_sample(w->rng, mean, ls, IMP_G));
+  d2r_tensor *lp = KEEP(d2r_gaussian_log_prob(mean, ls, yhat,
+                                              D2R_REDUCE_SUM_DIMS));
+  d2r_tensor *ratio = KEEP(d2r_exp(KEEP(d2r_sub(lp, KEEP(d2r_detach(lp))))));
+  d2r_tensor *r = KEEP(d2r_mahalanobis_reward(yhat, w->y, w->u));
+  d2r_tensor *term = KEEP(d2r_mean_all(KEEP(d2r_mul(r, ratio))));
+  d2r_tensor *h = KEEP(d2r_mean_all(KEEP(d2r_gaussian_entropy(
+      ls, D2R_REDUCE_MEAN_DIMS))));
+  d2r_tensor *loss = d2r_sub(KEEP(d2r_muls(term, -1.0 / IMP_N)),
+                             KEEP(d2r_muls(h, IMP_LAMBDA)));
+  d2r_scope_end(&s);
+  return loss;
+}
+
+/* F, the held-out NLL per dimension (its value kept for the note). */
+static d2r_tensor *imp_outer_loss(void *ctx) {
+  imp_state *w = ctx;
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *mean, *ls;
+  imp_heads(w, &s, w->xv, &mean, &ls);
+  d2r_tensor *F = d2r_gaussian_nll(mean, ls, w->yv, D2R_REDUCE_MEAN_DIMS);
+  d2r_scope_end(&s);
+  if (F != NULL) w->val_nll = d2r_item(F);
+  return F;
+}
+
+static int imp_step(void *p) {
+  imp_state *w = p;
+  for (int k = 0; k < IMP_INNER; k++)
+    if (imp_update(w) != 0) return -1;
+  d2r_bilevel_fns fns = {imp_inner_loss, imp_outer_loss, w};
+  d2r_solve_config cfg = D2R_SOLVE_CONFIG_INIT;
+  cfg.kind = D2R_SOLVE_CG;
+  cfg.tol = 0.0;
+  cfg.max_iter = IMP_CG;
+  d2r_tensor *hg = NULL, *sol = NULL;
+  d2r_solve_info info;
+  if (d2r_implicit_hypergrad(d2r_model_nparams(w->mlp),
+                             d2r_model_params(w->mlp), 1, &w->u, &fns, &cfg,
+                             NULL, &hg, &sol, &info) != 0)
+    return -1;
+  d2r_release(sol);
+  w->hypergrad = d2r_item(hg);
+  d2r_release(hg);
+  w->residual = info.residual;
+  w->iterations = info.iterations;
+  if (!isfinite(w->hypergrad))
+    return d2r_fail("implicit: the hypergradient is not finite"), -1;
+  /* The hypergradient becomes u's gradient (d(u g)/du = g), then Adam. */
+  d2r_optim_zero_grad(w->outer);
+  d2r_tensor *t = d2r_muls(w->u, w->hypergrad);
+  int rc = t != NULL && d2r_backward(t) == 0 ? d2r_optim_step(w->outer)
+                                             : -1;
+  d2r_release(t);
+  if (rc == 0 && !(d2r_item(w->u) >= IMP_U_MIN))
+    rc = d2r_fill_(w->u, IMP_U_MIN);
+  return rc;
+}
+
+static void imp_note(void *p, char *buf, size_t size) {
+  imp_state *w = p;
+  snprintf(buf, size, "u:%.6g,hypergrad:%.6g,cg_iterations:%d,"
+           "cg_residual:%.4g,val_nll:%.6g", d2r_item(w->u), w->hypergrad,
+           w->iterations, w->residual, w->val_nll);
+}
+
+static int imp_setup(uint64_t seed, bench_work *b) {
+  imp_state *w = calloc(1, sizeof *w);
+  if (w == NULL) return d2r_fail("out of memory"), -1;
+  w->hypergrad = w->val_nll = w->residual = NAN;
+  w->pg = d2r_pg_options_default();
+  w->rng = d2r_rng_new(seed);
+  int64_t hidden[2] = {64, 64};
+  d2r_adam_config c = d2r_adam_defaults();
+  c.lr = IMP_LR;
+  bool ok = w->rng != NULL &&
+            toy_draw(w->rng, IMP_BATCH, &w->x, &w->y) == 0 &&
+            toy_draw(w->rng, IMP_BATCH, &w->xv, &w->yv) == 0 &&
+            (w->u = d2r_scalar(1.0)) != NULL &&
+            d2r_set_requires_grad(w->u, true) == 0 &&
+            (w->mlp = d2r_mlp_new(IMP_N, 2, hidden, 2 * IMP_N,
+                                  D2R_ACT_RELU, w->rng)) != NULL &&
+            (w->inner = adam(w->mlp, IMP_LR)) != NULL &&
+            (w->outer = d2r_adam_new(1, &w->u, &c)) != NULL;
+  if (!ok) {
+    imp_free(w);
+    return -1;
+  }
+  *b = (bench_work){"implicit", "outer_step", w, imp_step, imp_free, 0,
+                    IMP_BATCH, imp_note};
+  return 0;
+}
+
+/* ---- workload 6: a sweep of toy runs, end to end ------------------------- */
+
+/*
+ * One step runs `d2r bench/toy_sweep.lua` as a researcher would: a fresh
+ * d2r process (the executable this program was built with) whose sweep
+ * does SWEEP_RUNS toy runs (seeds 1..SWEEP_RUNS) of SWEEP_UPDATES
+ * updates in `workers` worker processes (the BLAS thread count in force
+ * here: the benchmark's thread count), storing each run's validation NLL
+ * in a fresh temporary directory as it ends, then checking that the
+ * store holds them all.  The directory is removed after the step.
+ */
+#ifndef D2R_BENCH_D2R_EXE
+#define D2R_BENCH_D2R_EXE "d2r"
+#endif
+#ifndef D2R_BENCH_SOURCE_DIR
+#define D2R_BENCH_SOURCE_DIR "."
+#endif
+
+#define SWEEP_RUNS 100
+#define SWEEP_UPDATES 100
+
+typedef struct sweep_state {
+  int workers;
+  char script[4096];
+  double nll_mean;     /* what the last sweep's script reported */
+} sweep_state;
+
+static int remove_entry(const char *path, const struct stat *sb, int flag,
+                        struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+/* Removes dir and what it holds; 0 or -1 (with a message). */
+static int remove_tree(const char *dir) {
+  if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0) return 0;
+  d2r_fail("sweep: cannot remove %s: %s", dir, strerror(errno));
+  return -1;
+}
+
+/* Reads the script's output in path: its closing line's mean NLL into
+ * *nll, and the message worth showing on a failure (the first line of
+ * an error from d2r, else the last line) into msg. */
+static void read_log(const char *path, double *nll, char *msg,
+                     size_t size) {
+  char line[1024];
+  bool error_seen = false;
+  *nll = NAN;
+  msg[0] = '\0';
+  FILE *f = fopen(path, "r");
+  while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+    line[strcspn(line, "\n")] = '\0';
+    const char *m = strstr(line, "validation NLL mean ");
+    if (m != NULL) *nll = atof(m + strlen("validation NLL mean "));
+    if (line[0] == '\0' || error_seen) continue;
+    snprintf(msg, size, "%s", line);
+    error_seen = strncmp(line, "d2r: ", 5) == 0;
+  }
+  if (f != NULL) fclose(f);
+}
+
+/* Runs the script with its output going to log; the exit status, or -1
+ * (with a message) when it could not be run or did not exit. */
+static int sweep_run(sweep_state *w, const char *dir, const char *log) {
+  char workers[16], runs[16], updates[16];
+  snprintf(workers, sizeof workers, "%d", w->workers);
+  snprintf(runs, sizeof runs, "%d", SWEEP_RUNS);
+  snprintf(updates, sizeof updates, "%d", SWEEP_UPDATES);
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    d2r_fail("sweep: fork: %s", strerror(errno));
+    return -1;
+  }
+  if (pid == 0) {
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    execl(D2R_BENCH_D2R_EXE, "d2r", w->script, "--out", dir, "--runs",
+          runs, "--updates", updates, "--workers", workers, (char *)NULL);
+    fprintf(stderr, "d2r: cannot run %s: %s\n", D2R_BENCH_D2R_EXE,
+            strerror(errno));
+    _exit(127);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) {
+      d2r_fail("sweep: waitpid: %s", strerror(errno));
+      return -1;
+    }
+  if (!WIFEXITED(st)) {
+    d2r_fail("sweep: d2r was killed by signal %d", WTERMSIG(st));
+    return -1;
+  }
+  return WEXITSTATUS(st);
+}
+
+static int sweep_step(void *p) {
+  sweep_state *w = p;
+  const char *tmp = getenv("TMPDIR");
+  char dir[4096], log[4160], msg[1024];
+  snprintf(dir, sizeof dir, "%s/d2r_bench_sweep.XXXXXX",
+           tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+  if (mkdtemp(dir) == NULL) {
+    d2r_fail("sweep: cannot make %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  snprintf(log, sizeof log, "%s/log.txt", dir);
+  int status = sweep_run(w, dir, log);
+  read_log(log, &w->nll_mean, msg, sizeof msg);
+  if (status > 0)
+    d2r_fail("sweep: d2r exited with status %d: %s", status, msg);
+  int rc = status == 0 ? 0 : -1;
+  if (remove_tree(dir) != 0) rc = -1;
+  return rc;
+}
+
+static void sweep_note(void *p, char *buf, size_t size) {
+  sweep_state *w = p;
+  snprintf(buf, size, "workers:%d,runs:%d,updates:%d,val_nll_mean:%.6g",
+           w->workers, SWEEP_RUNS, SWEEP_UPDATES, w->nll_mean);
+}
+
+static int sweep_setup(bench_work *b) {
+  sweep_state *w = calloc(1, sizeof *w);
+  if (w == NULL) return d2r_fail("out of memory"), -1;
+  snprintf(w->script, sizeof w->script, "%s/bench/toy_sweep.lua",
+           D2R_BENCH_SOURCE_DIR);
+  int threads = d2r_blas_threads(0);
+  w->workers = threads >= 1 ? threads : 1;
+  w->nll_mean = NAN;
+  const char *what = NULL, *path = NULL;
+  if (access(D2R_BENCH_D2R_EXE, X_OK) != 0)
+    what = "the d2r executable", path = D2R_BENCH_D2R_EXE;
+  else if (access(w->script, R_OK) != 0)
+    what = "the sweep script", path = w->script;
+  if (what != NULL) {
+    d2r_fail("sweep: cannot use %s %s: %s", what, path, strerror(errno));
+    free(w);
+    return -1;
+  }
+  *b = (bench_work){"sweep", "sweep", w, sweep_step, free, 0, 0,
+                    sweep_note};
+  return 0;
+}
 
 /* ---- bare dgemm: the products of a dynamics update ----------------------- */
 
@@ -349,7 +714,7 @@ static int gemm_setup(const char *name, int nl, const int64_t *dims,
     return d2r_fail("out of memory"), -1;
   }
   double f = bench_mlp_flops(nl + 1, dims, batch);
-  *b = (bench_work){name, "set", w, gemm_step, gemm_free, f, batch};
+  *b = (bench_work){name, "set", w, gemm_step, gemm_free, f, batch, NULL};
   return 0;
 }
 
@@ -383,8 +748,10 @@ const char *bench_describe(int w) {
   case W_LARGE:
     return "large dynamics PG update: MLP 23-4x[200]-34, B 4096, G 5";
   case W_IMPLICIT:
-    return "implicit-diff outer step: 50 inner steps, 10 CG iterations";
-  case W_SWEEP: return "sweep: 100 toy runs of 100 updates";
+    return "implicit-diff outer step: 50 inner steps, 10 CG iterations, "
+           "U = u I";
+  case W_SWEEP:
+    return "sweep: 100 toy runs of 100 updates, a d2r process end to end";
   case W_GEMM3: return "bare dgemm: the products of workload 3";
   case W_GEMM4: return "bare dgemm: the products of workload 4";
   case W_GEMM_SQ: return "bare dgemm: 1024 x 1024 x 1024";
@@ -396,16 +763,15 @@ int bench_setup(int w, uint64_t seed, bench_work *out) {
   int64_t sq[2] = {1024, 1024};
   switch (w) {
   case W_BASELINE:
-    *out = (bench_work){"baseline", "step", NULL, nothing, NULL, 0, 0};
+    *out = (bench_work){"baseline", "step", NULL, nothing, NULL, 0, 0,
+                        NULL};
     return 0;
   case W_TABULAR: return tab_setup(seed, out);
   case W_GAUSSIAN: return pol_setup(&SPEC_TOY, seed, out);
   case W_DYNAMICS: return pol_setup(&SPEC_DYN, seed, out);
   case W_LARGE: return pol_setup(&SPEC_LARGE, seed, out);
-  case W_IMPLICIT:
-  case W_SWEEP:
-    d2r_fail("not yet available");
-    return -1;
+  case W_IMPLICIT: return imp_setup(seed, out);
+  case W_SWEEP: return sweep_setup(out);
   case W_GEMM3: return gemm_spec_setup(&SPEC_DYN, "gemm3", out);
   case W_GEMM4: return gemm_spec_setup(&SPEC_LARGE, "gemm4", out);
   case W_GEMM_SQ: return gemm_setup("gemm1024", 1, sq, 1024, out);

@@ -9,14 +9,19 @@ measurement; prints one line
     result w=N name=... dtype=... threads=T median=S min=S max=S ...
 
 (the median, min and max of the time per step in seconds over --runs
-timed runs of `inner` steps each, after --warmup seconds of warm-up), or
-"error w=N msg=..." for a workload that has no code yet.
+timed runs of `inner` steps each, after --warmup seconds of warm-up, and
+for workloads 5 and 6 a note=... on the state after the last step), or
+"error w=N msg=..." for a workload that has no code or failed.
 """
 
 import argparse
 import ctypes
+import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -155,7 +160,185 @@ class Policy:
         self.opt.step()
 
 
-def make(w, dtype, data):
+# ---- workload 5: an implicit-differentiation outer step --------------------
+
+def conjugate_gradient(apply, b, iters):
+    """CG on apply(x) = b from x = 0: `iters` iterations unless the
+    residual or the curvature along a direction becomes exactly zero (as
+    d2r_linsolve's CG with tolerance 0).  Returns x, the iterations made
+    and the relative residual |A x - b| / |b|, measured with one more
+    product, as d2r_linsolve reports it."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    d = r.clone()
+    rs = torch.dot(r, r)
+    it = 0
+    while it < iters and rs > 0:
+        ad = apply(d)
+        it += 1
+        curv = torch.dot(d, ad)
+        if curv == 0 or not torch.isfinite(curv):
+            break
+        alpha = rs / curv
+        x += alpha * d
+        r -= alpha * ad
+        rs_new = torch.dot(r, r)
+        d = r + (rs_new / rs) * d
+        rs = rs_new
+    res = torch.linalg.norm(apply(x) - b) / torch.linalg.norm(b)
+    return x, it, res.item()
+
+
+class Implicit:
+    """The toy problem of workload 2 with a learned reward U = u I (u a
+    0-d leaf, starting at 1).  One outer step: 50 PG updates of the policy
+    as in workload 2 (Adam, lr 1e-2) with the reward u I, u held constant,
+    warm-started (the policy and its Adam state carry over); the implicit
+    hypergradient dF/du, F the NLL (per dimension) of 10 held-out toy
+    points, L the inner objective in bilevel.lua's "dice" form on one
+    draw of G samples per input, H w = d_theta F solved by 10 CG
+    iterations from 0 over Hessian-vector products (double backward);
+    then one Adam step on u (lr 1e-2), u kept >= 1e-3 (as workloads.c)."""
+    name, unit = "implicit", "outer_step"
+    inner_steps, cg_iters, batch, n, groups, lam = 50, 10, 10, 2, 5, 1.0
+    lr, u_min = 1e-2, 1e-3
+
+    def __init__(self, dtype):
+        def toy():
+            x = torch.rand(self.batch, self.n, dtype=dtype) * 10 - 5
+            return x, x + 2.0 + 1.25 * torch.randn(self.batch, self.n,
+                                                   dtype=dtype)
+        self.x, self.y = toy()
+        self.xv, self.yv = toy()
+        self.model = mlp([self.n, 64, 64, 2 * self.n]).to(dtype)
+        self.params = list(self.model.parameters())
+        self.u = torch.tensor(1.0, dtype=dtype, requires_grad=True)
+        self.inner = torch.optim.Adam(self.params, lr=self.lr)
+        self.outer = torch.optim.Adam([self.u], lr=self.lr)
+        self.rows, self.flops = self.batch, 0.0
+        self.last = (float("nan"), 0, float("nan"), float("nan"))
+
+    def dist(self, x):
+        out = self.model(x)
+        return torch.distributions.Normal(out[:, :self.n],
+                                          out[:, self.n:].exp())
+
+    def inner_update(self):
+        d = self.dist(self.x)
+        yhat = d.sample((self.groups,))                       # [G, B, n]
+        diff = yhat - self.y
+        reward = -(diff * diff).sum(-1) * self.u.detach()     # [G, B]
+        logp = d.log_prob(yhat).mean(-1)
+        loss = (-logp * reward).mean() - self.lam * d.entropy().mean()
+        self.inner.zero_grad()
+        loss.backward()
+        self.inner.step()
+
+    def inner_loss(self, yhat=None):
+        """-mean(r exp(lp - stop(lp))) / n - lambda mean(H): the score
+        surrogate's gradient, a Hessian that estimates the expected
+        objective's; the reward keeps its graph to u."""
+        d = self.dist(self.x)
+        if yhat is None:
+            yhat = d.sample((self.groups,))
+        diff = yhat - self.y
+        reward = -(diff * diff).sum(-1) * self.u
+        lp = d.log_prob(yhat).sum(-1)
+        return (-(reward * torch.exp(lp - lp.detach())).mean() / self.n
+                - self.lam * d.entropy().mean())
+
+    def hypergradient(self, yhat=None):
+        """dF/du at the current policy; also the CG iterations and
+        residual and F.  yhat: the draw for L ([G, B, n]; None: fresh)."""
+        F = -self.dist(self.xv).log_prob(self.yv).mean()
+        gF = torch.cat([g.reshape(-1)
+                        for g in torch.autograd.grad(F, self.params)])
+        g = torch.autograd.grad(self.inner_loss(yhat), self.params,
+                                create_graph=True)
+
+        def parts(v):
+            out, at = [], 0
+            for p in self.params:
+                out.append(v[at:at + p.numel()].view_as(p))
+                at += p.numel()
+            return out
+
+        def hvp(v):
+            hv = torch.autograd.grad(g, self.params, grad_outputs=parts(v),
+                                     retain_graph=True)
+            return torch.cat([h.reshape(-1) for h in hv])
+
+        w, iters, res = conjugate_gradient(hvp, gF, self.cg_iters)
+        mixed = torch.autograd.grad(g, [self.u], grad_outputs=parts(w))[0]
+        return -mixed, iters, res, F.item()
+
+    def step(self):
+        for _ in range(self.inner_steps):
+            self.inner_update()
+        hg, iters, res, F = self.hypergradient()
+        if not torch.isfinite(hg):
+            raise RuntimeError("implicit: the hypergradient is not finite")
+        self.outer.zero_grad()
+        self.u.grad = hg.detach().reshape(self.u.shape)
+        self.outer.step()
+        with torch.no_grad():
+            self.u.clamp_(min=self.u_min)
+        self.last = (hg.item(), iters, res, F)
+
+    def note(self):
+        hg, iters, res, F = self.last
+        return ("u:%.6g,hypergrad:%.6g,cg_iterations:%d,cg_residual:%.4g,"
+                "val_nll:%.6g" % (self.u.item(), hg, iters, res, F))
+
+
+# ---- workload 6: a sweep of toy runs, end to end ----------------------------
+
+class Sweep:
+    """One step runs bench/torch/toy_sweep.py as a fresh python3 process
+    (this interpreter): 100 toy runs of 100 updates, one after another,
+    each appending its validation NLL to a CSV file in a fresh temporary
+    directory, removed after the step (as workloads.c does for d2r)."""
+    name, unit = "sweep", "sweep"
+    runs, updates = 100, 100
+
+    def __init__(self, dtype_name, threads):
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.script = os.path.join(here, "toy_sweep.py")
+        if not os.path.exists(self.script):
+            raise RuntimeError("sweep: no script %s" % self.script)
+        self.dtype_name, self.threads = dtype_name, threads
+        self.rows, self.flops = 0, 0.0
+        self.nll_mean = float("nan")
+
+    def step(self):
+        out = tempfile.mkdtemp(prefix="d2r_bench_sweep.")
+        try:
+            log = os.path.join(out, "log.txt")
+            with open(log, "w") as f:
+                rc = subprocess.call(
+                    [sys.executable, self.script, "--out", out, "--runs",
+                     str(self.runs), "--updates", str(self.updates),
+                     "--dtype", self.dtype_name, "--threads",
+                     str(self.threads)], stdout=f, stderr=subprocess.STDOUT)
+            with open(log) as f:
+                lines = [ln.strip() for ln in f if ln.strip()]
+            key = "validation NLL mean "
+            for ln in lines:
+                if key in ln:
+                    self.nll_mean = float(ln.split(key)[1])
+            if rc != 0:
+                raise RuntimeError("sweep: toy_sweep.py exited with status "
+                                   "%d: %s" % (rc, lines[-1] if lines
+                                               else "(no output)"))
+        finally:
+            shutil.rmtree(out)
+
+    def note(self):
+        return "workers:1,runs:%d,updates:%d,val_nll_mean:%.6g" % (
+            self.runs, self.updates, self.nll_mean)
+
+
+def make(w, dtype, data, threads=1):
     if w == 0:
         return None
     if w == 1:
@@ -166,7 +349,11 @@ def make(w, dtype, data):
         return Policy(dtype, "dynamics", 23, 17, 10000, 5, [64, 64], False)
     if w == 4:
         return Policy(dtype, "large", 23, 17, 4096, 5, [200] * 4, False)
-    raise NotImplementedError("not yet available")
+    if w == 5:
+        return Implicit(dtype)
+    if w == 6:
+        return Sweep(str(dtype).replace("torch.", ""), threads)
+    raise NotImplementedError("unknown workload %d" % w)
 
 
 def timed(work, a):
@@ -220,8 +407,8 @@ def main():
     core = blas.openblas_get_corename().decode() if blas else "?"
     bthreads = blas.openblas_get_num_threads() if blas else -1
     try:
-        work = make(a.workload, dtype, a.data)
-    except NotImplementedError as e:
+        work = make(a.workload, dtype, a.data, a.threads)
+    except (NotImplementedError, RuntimeError, OSError) as e:
         print("error w=%d msg=%s" % (a.workload, e))
         return 0
     if work is None:
@@ -229,14 +416,19 @@ def main():
               "max=0 flops=0 rows=0 core=%s torch=%s"
               % (a.dtype, torch.get_num_threads(), core, torch.__version__))
         return 0
-    warm, inner, times = timed(work, a)
+    try:
+        warm, inner, times = timed(work, a)
+    except (RuntimeError, OSError) as e:
+        print("error w=%d msg=%s" % (a.workload, e))
+        return 1
+    note = " note=" + work.note() if hasattr(work, "note") else ""
     print("result w=%d name=%s unit=%s dtype=%s threads=%d blas_threads=%d "
           "core=%s torch=%s warmup_steps=%d inner=%d runs=%d median=%.9g "
-          "min=%.9g max=%.9g flops=%.17g rows=%d"
+          "min=%.9g max=%.9g flops=%.17g rows=%d%s"
           % (a.workload, work.name, work.unit, a.dtype,
              torch.get_num_threads(), bthreads, core, torch.__version__,
              warm, inner, a.runs, statistics.median(times), min(times),
-             max(times), work.flops, work.rows))
+             max(times), work.flops, work.rows, note))
     return 0
 
 

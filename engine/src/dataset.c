@@ -315,6 +315,63 @@ int d2r_behaviour_kind_parse(const char *name, d2r_behaviour_kind *out) {
   return -1;
 }
 
+/* A constant of a built-in environment by name, or dflt. */
+static double env_constant(const d2r_env *env, const char *key, double dflt) {
+  int n = 0;
+  const char *const *keys = NULL;
+  const double *values = NULL;
+  if (d2r_env_constants(env, &n, &keys, &values) != 0) return dflt;
+  for (int i = 0; i < n; i++)
+    if (strcmp(keys[i], key) == 0) return values[i];
+  return dflt;
+}
+
+/* Mountain car: the car's energy per unit mass in the units of its
+ * update, 0.5 v^2 + (gravity / 3) sin(3 x) (the slope term is minus the
+ * derivative of the second part), as a fraction of the way from resting
+ * in the valley to the goal's height, times 100 (the goal's reward). */
+static double car_value(void *ctx, const double *o, int64_t n) {
+  if (n < 2) return 0.0;
+  const d2r_env *env = ctx;
+  double g = env_constant(env, "gravity", 0.0025) / 3.0;
+  double goal = env_constant(env, "goal_position", 0.45);
+  double e = 0.5 * o[1] * o[1] + g * sin(3.0 * o[0]);
+  double low = -g, high = g * sin(3.0 * goal);
+  if (!(high > low)) return 0.0;
+  return 100.0 * fmin(1.0, (e - low) / (high - low));
+}
+
+/* Acrobot: the links' mechanical energy (kinetic from the mass matrix of
+ * the equations of motion, potential from the centres of mass), capped
+ * at standing upright at rest, as minus 100 times the fraction of the way
+ * still to go from hanging at rest: at most 0, the value of a rollout
+ * that reached the goal (which ends it), and enough to outweigh the -1
+ * per step of a horizon. */
+static double acrobot_value(void *ctx, const double *o, int64_t n) {
+  if (n < 6) return 0.0;
+  const d2r_env *env = ctx;
+  double l1 = env_constant(env, "link_length_1", 1.0);
+  double m1 = env_constant(env, "link_mass_1", 1.0);
+  double m2 = env_constant(env, "link_mass_2", 1.0);
+  double lc1 = env_constant(env, "link_com_pos_1", 0.5);
+  double lc2 = env_constant(env, "link_com_pos_2", 0.5);
+  double moi = env_constant(env, "link_moi", 1.0);
+  double g = env_constant(env, "g", 9.8);
+  double th1 = atan2(o[1], o[0]), th2 = atan2(o[3], o[2]);
+  double w1 = o[4], w2 = o[5];
+  double m11 = m1 * lc1 * lc1 +
+               m2 * (l1 * l1 + lc2 * lc2 + 2.0 * l1 * lc2 * cos(th2)) +
+               2.0 * moi;
+  double m12 = m2 * (lc2 * lc2 + l1 * lc2 * cos(th2)) + moi;
+  double m22 = m2 * lc2 * lc2 + moi;
+  double kin = 0.5 * (m11 * w1 * w1 + 2.0 * m12 * w1 * w2 + m22 * w2 * w2);
+  double pot = -g * (m1 * lc1 * cos(th1) +
+                     m2 * (l1 * cos(th1) + lc2 * cos(th1 + th2)));
+  double top = g * (m1 * lc1 + m2 * (l1 + lc2));
+  if (!(top > 0)) return 0.0;
+  return -100.0 * (top - fmin(kin + pot, top)) / (2.0 * top);
+}
+
 int d2r_behaviour_preset(d2r_behaviour_kind kind, const d2r_env *env,
                          d2r_behaviour *out) {
   static const struct {
@@ -349,6 +406,12 @@ int d2r_behaviour_preset(d2r_behaviour_kind kind, const d2r_env *env,
     out->planner.iterations = 5;
     out->planner.elites = 20;
     out->noise = 0.1;
+    /* The expert also values where its horizon ends. */
+    if (strcmp(d2r_env_name(env), "mountain_car") == 0)
+      out->planner.terminal = car_value;
+    else if (strcmp(d2r_env_name(env), "acrobot") == 0)
+      out->planner.terminal = acrobot_value;
+    out->planner.terminal_ctx = (void *)env;
   }
   return 0;
 }
@@ -400,10 +463,11 @@ static void describe(const d2r_behaviour *b, char *buf, size_t cap) {
     snprintf(buf, cap, "agent, noise %g", b->noise);
   } else {
     snprintf(buf, cap, "%s: %s H=%d N=%d iterations=%d elites=%d "
-             "repeat=%d, noise %g, through the true simulator",
+             "repeat=%d%s, noise %g, through the true simulator",
              d2r_behaviour_kind_name(b->kind),
              d2r_planner_kind_name(p->kind), p->horizon, p->population,
-             p->iterations, p->elites, p->action_repeat, b->noise);
+             p->iterations, p->elites, p->action_repeat,
+             p->terminal ? ", energy terminal value" : "", b->noise);
   }
 }
 

@@ -247,6 +247,11 @@ static int rollout(d2r_planner *p, const d2r_dynamics *m,
       p->next = swap;
     }
   }
+  if (p->cfg.terminal != NULL)
+    for (int64_t i = 0; i < n; i++)
+      if (p->alive[i] != 0.0)
+        p->ret[i] += disc * p->cfg.terminal(p->cfg.terminal_ctx,
+                                            p->obs + i * o, o);
   for (int64_t i = 0; i < n; i++)
     if (isnan(p->ret[i])) p->ret[i] = -INFINITY;
   return 0;

@@ -90,8 +90,14 @@ typedef struct d2r_behaviour {
  * come into view); mountain_car H 20 (repeat 10); acrobot H 20 (repeat
  * 5).  The planner seed is set per episode by d2r_collect.  On the
  * sparse-reward tasks (mountain_car, acrobot) a planner without a value
- * function reaches the goal only when its samples happen to: there the
- * noisier "medium" data can score as well as "expert".
+ * function reaches the goal only when its samples happen to, so the
+ * expert's planner also scores where its horizon ends by the system's
+ * mechanical energy (terminal, with env as terminal_ctx: the env must
+ * outlive the behaviour): mountain car 100 times the fraction of the
+ * energy from the valley's bottom to the goal's height, acrobot minus
+ * 100 times the fraction still missing to standing upright.  Measured
+ * (4 episodes): mountain car expert 98.2 per episode, medium 95.9, random
+ * -33.4; acrobot expert -101, medium -357, random -500.
  * Fails for kind AGENT (there is no preset agent).  0 or -1.
  */
 int d2r_behaviour_preset(d2r_behaviour_kind kind, const d2r_env *env,

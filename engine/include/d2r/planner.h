@@ -44,6 +44,12 @@ typedef enum d2r_planner_kind {
   D2R_PLANNER_MPPI
 } d2r_planner_kind;
 
+/* A value of the observation a rollout ends in (obs_dim values), added
+ * to its return with the discount of the step after the horizon: it
+ * lets a short horizon see progress towards a reward beyond it. */
+typedef double (*d2r_value_fn)(void *ctx, const double *obs,
+                               int64_t obs_dim);
+
 typedef struct d2r_planner_config {
   d2r_planner_kind kind;
   int horizon;         /* H >= 1 steps per plan */
@@ -59,12 +65,15 @@ typedef struct d2r_planner_config {
                         * many env steps (a horizon of H repeat steps at
                         * the cost of H decisions) */
   uint64_t seed;
+  d2r_value_fn terminal;  /* NULL: none; not called after a done flag */
+  void *terminal_ctx;     /* borrowed, handed to terminal */
 } d2r_planner_config;
 
 /*
  * Defaults: CEM with H 15, N 100, 5 iterations, 10 elites, alpha 0.1,
  * init_std 0.5 (PETS's (high - low) / 4), gamma 1; MPPI with H 15, N 100,
- * 1 iteration, init_std 0.5, temperature 1, gamma 1.  Repeat 1, seed 0.
+ * 1 iteration, init_std 0.5, temperature 1, gamma 1.  Repeat 1, seed 0,
+ * no terminal value.
  */
 d2r_planner_config d2r_planner_defaults(d2r_planner_kind kind);
 /* "cem" or "mppi" (NULL outside the enum); parse: 0 or -1 with an error. */
