@@ -83,9 +83,15 @@ typedef struct {
 static _Thread_local pass_lists spare;
 static _Thread_local bool spare_busy;
 
+#ifdef D2R_NO_CACHE
+static const bool keep_lists = false;  /* sanitizer builds keep nothing */
+#else
+static const bool keep_lists = true;
+#endif
+
 static pass_lists *lists_take(pass_lists *fresh) {
   pass_lists *l = fresh;
-  if (!spare_busy) {
+  if (keep_lists && !spare_busy) {
     spare_busy = true;
     l = &spare;
   }
