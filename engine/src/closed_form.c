@@ -190,9 +190,13 @@ d2r_tensor *d2r_reward_full(d2r_tensor *y, double lambda, double ridge,
 }
 
 d2r_tensor *d2r_reward_full_pinv(d2r_tensor *sigma, double lambda,
-                                 double rtol, int64_t *dropped) {
+                                 double rtol, double null_weight,
+                                 int64_t *dropped) {
   if (dropped) *dropped = 0;
   if (!sigma || !check_lambda(lambda, "reward_full_pinv")) return NULL;
+  if (!(null_weight >= 0) || !isfinite(null_weight))
+    return d2r_fail("reward_full_pinv: null_weight must be >= 0 and "
+                    "finite, got %g", null_weight);
   if (!(rtol > 0)) rtol = 1e-6;
   if (!(rtol < 1))
     return d2r_fail("reward_full_pinv: rtol must be in (0, 1), got %g",
@@ -246,15 +250,16 @@ d2r_tensor *d2r_reward_full_pinv(d2r_tensor *sigma, double lambda,
   int64_t shape[2] = {n, n};
   u = d2r_zeros(2, shape);
   if (!u) goto done;
-  /* U = (lambda / 2) sum_i v_i v_i^T / e_i over the kept eigenvalues. */
+  /* U = sum_i w_i v_i v_i^T with w_i = lambda / (2 e_i) over the kept
+   * eigenvalues and null_weight over the others. */
   double *pu = d2r_data(u);
   for (int64_t i = 0; i < n; i++) {
     double ei = gsl_vector_get(e, (size_t)i);
+    double wgt = lambda / (2 * ei);
     if (ei <= rtol * top) {
       if (dropped) (*dropped)++;
-      continue;
+      wgt = null_weight;
     }
-    double wgt = lambda / (2 * ei);
     for (int64_t r = 0; r < n; r++) {
       double vr = gsl_matrix_get(v, (size_t)r, (size_t)i) * wgt;
       for (int64_t k = 0; k < n; k++)

@@ -440,9 +440,14 @@ d2r_tensor *d2r_dyn_reward_matrix(const d2r_dyn *m, const d2r_dataset *d,
   } else if (strcmp(kind, "diagonal") == 0) {
     u = d2r_reward_diagonal(y, lambda);
   } else if (strcmp(kind, "full") == 0) {
+    /* Constant directions get the isotropic u*, as under U = u* I. */
     bool g = d2r_set_grad_enabled(false);
     d2r_tensor *cov = d2r_covariance(y);
-    u = d2r_reward_full_pinv(cov, lambda, D2R_DYN_PINV_RTOL, NULL);
+    d2r_tensor *iso = cov ? d2r_reward_isotropic(y, lambda) : NULL;
+    if (iso)
+      u = d2r_reward_full_pinv(cov, lambda, D2R_DYN_PINV_RTOL,
+                               d2r_item(iso), NULL);
+    d2r_release(iso);
     d2r_release(cov);
     d2r_set_grad_enabled(g);
   } else {

@@ -61,12 +61,13 @@ Test(closed_form, degenerate_inputs_are_errors) {
  * Sigma^-1 (checked by U Sigma = (lambda / 2) I); with a constant third
  * dimension it is the inverse of the leading 2 x 2 block (worked by hand:
  * [[2, 0.5], [0.5, 1]]^-1 = [[1, -0.5], [-0.5, 2]] / 1.75) bordered by
- * zeros, with one direction dropped.  Tolerance 1e-12. */
+ * zeros, with one direction dropped, or by the null weight on the
+ * diagonal.  Tolerance 1e-12. */
 Test(closed_form, full_pseudo_inverse) {
   double s3[9] = {2, 0.5, 0.1, 0.5, 1, 0.2, 0.1, 0.2, 3};
   d2r_tensor *sig = d2r_matrix(3, 3, s3);
   int64_t dropped = -1;
-  d2r_tensor *u = d2r_reward_full_pinv(sig, 0.8, 0, &dropped);
+  d2r_tensor *u = d2r_reward_full_pinv(sig, 0.8, 0, 0, &dropped);
   cr_assert(u, "%s", d2r_error());
   cr_expect_eq(dropped, 0);
   for (int r = 0; r < 3; r++)
@@ -81,7 +82,7 @@ Test(closed_form, full_pseudo_inverse) {
 
   double s2[9] = {2, 0.5, 0, 0.5, 1, 0, 0, 0, 0};
   sig = d2r_matrix(3, 3, s2);
-  u = d2r_reward_full_pinv(sig, 1.0, 0, &dropped);
+  u = d2r_reward_full_pinv(sig, 1.0, 0, 0, &dropped);
   cr_assert(u, "%s", d2r_error());
   cr_expect_eq(dropped, 1);
   double want[9] = {0.5 / 1.75, -0.25 / 1.75, 0, -0.25 / 1.75, 1.0 / 1.75,
@@ -89,26 +90,37 @@ Test(closed_form, full_pseudo_inverse) {
   for (int i = 0; i < 9; i++)
     cr_expect(fabs(d2r_data(u)[i] - want[i]) < 1e-12, "U[%d] = %.15g, "
               "want %.15g", i, d2r_data(u)[i], want[i]);
+  d2r_release(u);
+  /* With a weight for the constant direction: 0.3 at [2][2], the rest
+   * unchanged. */
+  u = d2r_reward_full_pinv(sig, 1.0, 0, 0.3, &dropped);
+  cr_assert(u, "%s", d2r_error());
+  want[8] = 0.3;
+  for (int i = 0; i < 9; i++)
+    cr_expect(fabs(d2r_data(u)[i] - want[i]) < 1e-12, "U[%d] = %.15g, "
+              "want %.15g (null weight)", i, d2r_data(u)[i], want[i]);
+  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, -1, NULL));
+  cr_expect(strstr(d2r_error(), "null_weight"), "%s", d2r_error());
   d2r_release(u), d2r_release(sig);
 
   /* What it refuses, by name. */
   sig = d2r_matrix(2, 2, (double[]){0, 0, 0, 0});
-  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, NULL));
+  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, 0, NULL));
   cr_expect(strstr(d2r_error(), "do not vary"), "%s", d2r_error());
   d2r_release(sig);
   sig = d2r_matrix(2, 2, (double[]){1, 0.5, 0, 1});
-  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, NULL));
+  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, 0, NULL));
   cr_expect(strstr(d2r_error(), "not symmetric"), "%s", d2r_error());
   d2r_release(sig);
   sig = d2r_matrix(2, 2, (double[]){1, 0, 0, NAN});
-  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, NULL));
+  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, 0, NULL));
   cr_expect(strstr(d2r_error(), "not finite"), "%s", d2r_error());
-  cr_expect_null(d2r_reward_full_pinv(sig, -1, 0, NULL));
+  cr_expect_null(d2r_reward_full_pinv(sig, -1, 0, 0, NULL));
   cr_expect(strstr(d2r_error(), "lambda"), "%s", d2r_error());
   d2r_release(sig);
   sig = d2r_matrix(2, 3, (double[]){1, 0, 0, 0, 1, 0});
-  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, NULL));
+  cr_expect_null(d2r_reward_full_pinv(sig, 1, 0, 0, NULL));
   cr_expect(strstr(d2r_error(), "[n, n]"), "%s", d2r_error());
-  cr_expect_null(d2r_reward_full_pinv(NULL, 1, 0, NULL));
+  cr_expect_null(d2r_reward_full_pinv(NULL, 1, 0, 0, NULL));
   d2r_release(sig);
 }

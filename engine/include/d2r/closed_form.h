@@ -57,16 +57,21 @@ d2r_tensor *d2r_reward_full(d2r_tensor *y, double lambda, double ridge,
                             double max_cond, double *cond);
 
 /*
- * U = (lambda / 2) Sigma^+, the pseudo-inverse: Sigma = V diag(e) V^T
- * (GSL's symmetric eigensolver) with every eigenvalue e_i <= rtol
- * max(e) treated as zero, so a direction in which the targets do not
- * vary (a constant or collinear dimension) gets no reward instead of an
- * exploding one; on a well-conditioned Sigma it is the full U* above.
- * rtol in (0, 1) (<= 0 selects 1e-6).  *dropped (may be NULL) receives
- * the number of directions left out.  Fails on a Sigma that is not
- * square and symmetric, has a non-finite entry or is zero.
+ * U = (lambda / 2) Sigma^+ + null_weight P0: the pseudo-inverse, Sigma =
+ * V diag(e) V^T (GSL's symmetric eigensolver) with every eigenvalue e_i
+ * <= rtol max(e) treated as zero, plus null_weight >= 0 times the
+ * projection P0 onto those directions.  A direction in which the targets
+ * do not vary (a constant or collinear dimension) then gets the finite
+ * weight null_weight instead of an exploding one: with 0 it gets no
+ * reward at all (and a policy is free to drift there), with the
+ * isotropic u* it is pulled to the data like every direction under
+ * U = u* I.  On a well-conditioned Sigma it is the full U* above.  rtol
+ * in (0, 1) (<= 0 selects 1e-6).  *dropped (may be NULL) receives the
+ * number of directions treated as constant.  Fails on a Sigma that is
+ * not square and symmetric, has a non-finite entry or is zero.
  */
 d2r_tensor *d2r_reward_full_pinv(d2r_tensor *sigma, double lambda,
-                                 double rtol, int64_t *dropped);
+                                 double rtol, double null_weight,
+                                 int64_t *dropped);
 
 #endif

@@ -147,11 +147,13 @@ d2r_tensor *d2r_dyn_loss(d2r_dyn *m, int i, d2r_tensor *x, d2r_tensor *y,
  *   "identity"   U = I (a 0-d 1);
  *   "isotropic"  u = lambda n / (2 tr Sigma) (0-d);
  *   "diagonal"   u_i = lambda / (2 Sigma_ii) ([n]);
- *   "full"       U = (lambda / 2) Sigma^+ ([n, n]), the pseudo-inverse
- *                of d2r_reward_full_pinv with eigenvalues at most
- *                D2R_DYN_PINV_RTOL times the largest left out: a target
- *                dimension that never changes (a reacher's goal) gets no
- *                reward rather than an exploding one.
+ *   "full"       U = (lambda / 2) Sigma^+ + u P0 ([n, n]): the pseudo-
+ *                inverse of d2r_reward_full_pinv with eigenvalues at most
+ *                D2R_DYN_PINV_RTOL times the largest treated as zero, and
+ *                the isotropic u above on those directions, so a target
+ *                dimension that never changes (a reacher's goal) is held
+ *                to the data rather than given an exploding weight (or
+ *                none, when the model's mean would drift there).
  * NULL on an unknown kind or a dataset the model is not fitted for. */
 #define D2R_DYN_PINV_RTOL 1e-6
 d2r_tensor *d2r_dyn_reward_matrix(const d2r_dyn *m, const d2r_dataset *d,
