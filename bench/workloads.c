@@ -306,9 +306,12 @@ static const pol_spec SPEC_LARGE = {"large", 23, 17, 4096, 5, 4,
  *      draw stays fixed through the solve): L's gradient is the REINFORCE
  *      surrogate's, its Hessian estimates the expected objective's.  The
  *      system H w = d_theta F is solved by CG, exactly IMP_CG iterations
- *      (tolerance 0), started from the previous outer step's w, so one
- *      solve costs IMP_CG + 2 Hessian-vector products (the start's
- *      residual and the final one that d2r_linsolve reports);
+ *      (tolerance 0) from w = 0 (bilevel.lua's default; on this
+ *      indefinite, sampled Hessian a warm start carries an unconverged
+ *      solve over from step to step until it overflows).  d2r_linsolve
+ *      also multiplies the start (zero) and, for the residual it
+ *      reports, the result: IMP_CG + 2 Hessian-vector products, where
+ *      the PyTorch twin makes IMP_CG + 1 (it skips the zero start);
  *  (c) one Adam step on u (lr 1e-2) with that gradient, then u is kept
  *      >= IMP_U_MIN so that the reward stays a reward.
  */
@@ -326,7 +329,6 @@ typedef struct imp_state {
   d2r_tensor *x, *y;     /* training inputs and targets [B, n] */
   d2r_tensor *xv, *yv;   /* held-out inputs and targets [B, n] */
   d2r_tensor *u;         /* 0-d leaf: U = u I */
-  d2r_tensor *w;         /* the last solve's solution, or NULL */
   d2r_model *mlp;
   d2r_optim *inner, *outer;
   d2r_pg_options pg;
@@ -346,7 +348,6 @@ static void imp_free(void *p) {
   d2r_release(w->xv);
   d2r_release(w->yv);
   d2r_release(w->u);
-  d2r_release(w->w);
   d2r_rng_free(w->rng);
   free(w);
 }

@@ -197,8 +197,9 @@ class Implicit:
     hypergradient dF/du, F the NLL (per dimension) of 10 held-out toy
     points, L the inner objective in bilevel.lua's "dice" form on one
     draw of G samples per input, H w = d_theta F solved by 10 CG
-    iterations from 0 over Hessian-vector products (double backward);
-    then one Adam step on u (lr 1e-2), u kept >= 1e-3 (as workloads.c)."""
+    iterations from 0 over Hessian-vector products (double backward), and
+    its residual measured with one more; then one Adam step on u (lr
+    1e-2), u kept >= 1e-3 (as workloads.c)."""
     name, unit = "implicit", "outer_step"
     inner_steps, cg_iters, batch, n, groups, lam = 50, 10, 10, 2, 5, 1.0
     lr, u_min = 1e-2, 1e-3
