@@ -309,9 +309,8 @@ static const pol_spec SPEC_LARGE = {"large", 23, 17, 4096, 5, 4,
  *      (tolerance 0) from w = 0 (bilevel.lua's default; on this
  *      indefinite, sampled Hessian a warm start carries an unconverged
  *      solve over from step to step until it overflows).  d2r_linsolve
- *      also multiplies the start (zero) and, for the residual it
- *      reports, the result: IMP_CG + 2 Hessian-vector products, where
- *      the PyTorch twin makes IMP_CG + 1 (it skips the zero start);
+ *      also multiplies the result, for the residual it reports: IMP_CG
+ *      + 1 Hessian-vector products, as the PyTorch twin makes;
  *  (c) one Adam step on u (lr 1e-2) with that gradient, then u is kept
  *      >= IMP_U_MIN so that the reward stays a reward.
  */

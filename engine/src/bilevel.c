@@ -165,7 +165,11 @@ static int solve_cg(linop *A, const d2r_solve_config *c, const double *b,
                     double *x, double *work, d2r_solve_info *info) {
   int64_t p = A->p;
   double *r = work, *d = work + p, *ad = work + 2 * p;
-  if (apply(A, x, ad) < 0) return -1;
+  /* From x = 0 (the usual start) the residual is b: no product needed. */
+  bool zero = true;
+  for (int64_t i = 0; zero && i < p; i++) zero = x[i] == 0.0;
+  if (zero) memset(ad, 0, (size_t)p * sizeof *ad);
+  else if (apply(A, x, ad) < 0) return -1;
   for (int64_t i = 0; i < p; i++) r[i] = b[i] - ad[i], d[i] = r[i];
   double rs = dot(r, r, p), bn = sqrt(dot(b, b, p));
   for (info->iterations = 0; info->iterations < c->max_iter;) {

@@ -73,6 +73,36 @@ Test(linsolve, each_solver_finds_a_known_solution) {
   d2r_release(a), d2r_release(xt), d2r_release(b);
 }
 
+/* The operator with a count of its products. */
+typedef struct {
+  d2r_tensor *a;
+  int calls;
+} counted;
+
+static int counted_matvec(void *ctx, d2r_tensor *v, d2r_tensor **out) {
+  counted *c = ctx;
+  c->calls++;
+  return matvec(c->a, v, out);
+}
+
+/* CG from zero makes one product per iteration and one for the residual
+ * it reports: none for the (zero) start. */
+Test(linsolve, cg_from_zero_skips_the_start_product) {
+  counted op = {spd(6, 1.0, 1), 0};
+  d2r_tensor *xt, *b, *x;
+  known_system(op.a, &xt, &b);
+  d2r_solve_config c = D2R_SOLVE_CONFIG_INIT;
+  c.kind = D2R_SOLVE_CG;
+  c.tol = 0;
+  c.max_iter = 4;
+  d2r_solve_info info;
+  cr_assert_eq(d2r_linsolve(&c, counted_matvec, &op, b, NULL, &x, &info), 0,
+               "%s", d2r_error());
+  cr_expect_eq(info.iterations, 4);
+  cr_expect_eq(op.calls, 5, "%d products for 4 iterations", op.calls);
+  d2r_release(x), d2r_release(op.a), d2r_release(xt), d2r_release(b);
+}
+
 Test(linsolve, warm_start_saves_iterations) {
   d2r_tensor *a = spd(60, 20.0, 2), *xt, *b;
   known_system(a, &xt, &b);
