@@ -835,8 +835,17 @@ d2r_tensor *d2r_softmax(d2r_tensor *t, int axis) {
 
 /* ---- the BLAS ------------------------------------------------------ */
 
+/* OpenBLAS's own: stops its thread pool (it is started again when a call
+ * wants more than one thread).  Not in cblas.h, hence weak: a BLAS
+ * without it is simply not asked. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
 int d2r_blas_threads(int n) {
   if (n > 0) openblas_set_num_threads(n);
+  /* One thread needs no pool, and an idle pool's threads poll with
+   * sched_yield after every call: in a forked sweep worker that was a
+   * third of the sweep's time. */
+  if (n == 1 && blas_thread_shutdown_ != NULL) blas_thread_shutdown_();
   return openblas_get_num_threads();
 }
 

@@ -692,3 +692,28 @@ Test(linalg_grad, gaussian_likelihood) {
         (d2r_tensor *[]){randt(80, 2, (int64_t[]){3, 3}, -1, 1),
                          randt(81, 1, S3, -1, 1)});
 }
+
+/* Down to one BLAS thread (which also stops OpenBLAS's idle pool) and
+ * back up: products are still right, to rounding, with either count. */
+Test(linalg, blas_threads_down_and_up) {
+  d2r_rng *r = d2r_rng_new(4);
+  int64_t sa[2] = {300, 200}, sb[2] = {200, 250};
+  d2r_tensor *a = d2r_rand_normal(r, 2, sa, 0, 1);
+  d2r_tensor *b = d2r_rand_normal(r, 2, sb, 0, 1);
+  int before = d2r_blas_threads(0);
+  d2r_tensor *c0 = d2r_matmul(a, b);
+  cr_expect_eq(d2r_blas_threads(1), 1);
+  d2r_tensor *c1 = d2r_matmul(a, b);
+  d2r_blas_threads(2);
+  d2r_tensor *c2 = d2r_matmul(a, b);
+  d2r_blas_threads(before);
+  double worst = 0;
+  for (int64_t i = 0; i < d2r_numel(c0); i++) {
+    worst = fmax(worst, fabs(d2r_data(c1)[i] - d2r_data(c0)[i]));
+    worst = fmax(worst, fabs(d2r_data(c2)[i] - d2r_data(c0)[i]));
+  }
+  cr_expect(worst < 1e-10, "largest difference %g", worst);
+  d2r_release(a), d2r_release(b), d2r_release(c0), d2r_release(c1);
+  d2r_release(c2);
+  d2r_rng_free(r);
+}

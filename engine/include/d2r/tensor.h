@@ -255,9 +255,11 @@ d2r_tensor *d2r_matmul(d2r_tensor *a, d2r_tensor *b);
 d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias);
 
 /* The BLAS underneath (OpenBLAS): its thread count (n > 0 sets it;
- * returns the count in force) and the name of the kernel set it chose for
- * this processor (e.g. "Haswell", "SkylakeX", or "Prescott" when it fell
- * back to generic kernels). */
+ * returns the count in force; n = 1 also stops OpenBLAS's idle thread
+ * pool, which would otherwise poll the cores, and a later larger count
+ * starts it again) and the name of the kernel set it chose for this
+ * processor (e.g. "Haswell", "SkylakeX", or "Prescott" when it fell back
+ * to generic kernels). */
 int d2r_blas_threads(int n);
 const char *d2r_blas_corename(void);
 
