@@ -13,7 +13,7 @@
 
 #include "tensor_impl.h"
 
-static D2R_HOT_TLS uint64_t pass_mark;
+static _Thread_local uint64_t pass_mark;
 
 typedef struct {
   d2r_tensor **items;
@@ -81,7 +81,7 @@ typedef struct {
 } pass_lists;
 
 static _Thread_local pass_lists spare;
-static D2R_HOT_TLS bool spare_busy;
+static _Thread_local bool spare_busy;
 
 #ifdef D2R_NO_CACHE
 static const bool keep_lists = false;  /* sanitizer builds keep nothing */

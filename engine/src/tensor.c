@@ -68,8 +68,8 @@ static void node_free(d2r_node *n) {
  * optimiser steps could exhaust the stack.  Tensors whose count drops to
  * zero are queued instead and freed by the outermost call.
  */
-static D2R_HOT_TLS d2r_tensor *free_queue;
-static D2R_HOT_TLS bool freeing;
+static _Thread_local d2r_tensor *free_queue;
+static _Thread_local bool freeing;
 
 void d2r_release(d2r_tensor *t) {
   if (!t || --t->refs > 0) return;
@@ -141,7 +141,7 @@ static int64_t count(int ndim, const int64_t *shape) {
   return n;
 }
 
-static D2R_HOT_TLS uint64_t next_seq;
+static _Thread_local uint64_t next_seq;
 
 static d2r_tensor *tensor_alloc(void) {
   d2r_tensor *t = d2r_alloc_tensor();
@@ -353,7 +353,7 @@ d2r_tensor *d2r_matrix(int64_t rows, int64_t cols, const double *data) {
 
 /* ---- autodiff state ----------------------------------------------------- */
 
-static D2R_HOT_TLS bool grad_off;
+static _Thread_local bool grad_off;
 
 bool d2r_set_grad_enabled(bool enabled) {
   bool was = !grad_off;
@@ -363,7 +363,7 @@ bool d2r_set_grad_enabled(bool enabled) {
 
 bool d2r_grad_enabled(void) { return !grad_off; }
 
-static D2R_HOT_TLS bool anomaly_on;
+static _Thread_local bool anomaly_on;
 
 bool d2r_set_detect_anomaly(bool enabled) {
   bool was = anomaly_on;

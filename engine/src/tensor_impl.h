@@ -7,16 +7,6 @@
 
 #include "d2r/tensor.h"
 
-/* Small per-thread state read by every operation (a flag, a counter): in
- * the static TLS block, where a library loaded by dlopen may still place
- * a few bytes, so that reading it is one load instead of a call to
- * __tls_get_addr (5% of a small training step). */
-#if defined(__GNUC__)
-#define D2R_HOT_TLS _Thread_local __attribute__((tls_model("initial-exec")))
-#else
-#define D2R_HOT_TLS _Thread_local
-#endif
-
 /* A reference-counted block of doubles that tensors view. */
 typedef struct d2r_storage {
   double *data;
