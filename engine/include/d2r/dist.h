@@ -4,9 +4,12 @@
  * standard deviation.  Each can sample, score (log-density) and give its
  * entropy; the Gaussian can also draw reparameterised samples.
  *
- * Every function is built from the differentiable operations of tensor.h,
- * so log-densities and entropies carry gradients (and second derivatives)
- * with respect to the parameters.  Plain samples carry no gradient.
+ * Log-densities and entropies carry gradients (and second derivatives)
+ * with respect to the parameters: most are built from the differentiable
+ * operations of tensor.h; the Gaussian log-density is one fused operation
+ * whose backward is a single loop, or a graph of those operations when
+ * the gradient is recorded to be differentiated again.  Plain samples
+ * carry no gradient.
  *
  * Ownership and errors follow tensor.h: returned tensors are new
  * references; tensor arguments are borrowed; a NULL tensor argument
