@@ -6,10 +6,11 @@
  *
  * Everything is per thread (no locks) and bounded: data blocks up to
  * D2R_CACHE_LIMIT bytes or, when a step works on more than that, up to
- * the most this thread ever had in use at once (a step on big batches
- * then finds its blocks again instead of paying page faults on fresh
- * ones; the cache at most doubles the peak); small objects up to a fixed
- * count; beyond that memory goes back to the system.  Sanitizer builds (D2R_NO_CACHE) keep
+ * twice the most this thread ever had in use at once (a step on big
+ * batches then finds its blocks again instead of paying page faults on
+ * fresh ones; blocks are kept by exact size, so the cache can hold sizes
+ * the step is not using at the moment, hence the factor); small objects
+ * up to a fixed count; beyond that memory goes back to the system.  Sanitizer builds (D2R_NO_CACHE) keep
  * nothing, so AddressSanitizer sees every free.
  */
 #include <stdlib.h>
@@ -130,8 +131,8 @@ void d2r_free_block(double *data, int64_t size) {
   size_t bytes = (size_t)size * sizeof(double);
   tc.live_bytes -= bytes;
   bucket *b = NULL;
-  size_t limit = tc.peak_bytes > D2R_CACHE_LIMIT ? tc.peak_bytes
-                                                 : D2R_CACHE_LIMIT;
+  size_t limit = 2 * tc.peak_bytes > D2R_CACHE_LIMIT ? 2 * tc.peak_bytes
+                                                     : D2R_CACHE_LIMIT;
   if (caching && tc.block_bytes + bytes <= limit)
     b = find_bucket(size, true);
   if (!b) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "d2r/bilevel.h"
+#include "tensor_impl.h"
 
 /* ---- flat vectors ------------------------------------------------------- */
 
@@ -320,7 +321,9 @@ int d2r_linsolve(const d2r_solve_config *cfg, d2r_linop_fn op, void *ctx,
   d2r_tensor *bc = d2r_contiguous(b);
   d2r_tensor *xt = x0 && cfg->kind != D2R_SOLVE_DENSE ? d2r_clone(x0)
                                                       : d2r_zeros(1, &p);
-  double *work = calloc((size_t)(4 * p + 1), sizeof *work);
+  /* From the engine's block cache: an outer loop solves every step. */
+  double *work = d2r_alloc_block(4 * p + 1);
+  if (work) memset(work, 0, (size_t)(4 * p + 1) * sizeof *work);
   int rc = bc && xt && work ? 0 : -1;
   if (work == NULL) d2r_fail("solve: out of memory");
   const double *bv = rc == 0 ? d2r_data(bc) : NULL;
@@ -345,7 +348,7 @@ int d2r_linsolve(const d2r_solve_config *cfg, d2r_linop_fn op, void *ctx,
                       (bn == 0 && res == 0);
     *x = d2r_retain(xt);
   }
-  free(work);
+  if (work) d2r_free_block(work, 4 * p + 1);
   d2r_release(bc), d2r_release(xt);
   return rc;
 }

@@ -274,11 +274,11 @@ int d2r_scale_(d2r_tensor *t, double alpha);
 /* ---- memory kept for reuse --------------------------------------------- */
 
 /* Freed tensors, graph nodes and data blocks are kept per thread, by
- * size, for the next step to reuse (bounded by 64 MiB or by the most
- * tensor data the thread has held at once, whichever is larger; sanitizer
- * builds keep none).  d2r_cache_bytes tells how much this thread keeps;
- * d2r_cache_trim gives it all back to the system and forgets the peak
- * (call it before a thread exits, or after a big job). */
+ * size, for the next step to reuse (bounded by 64 MiB or by twice the
+ * most tensor data the thread has held at once, whichever is larger;
+ * sanitizer builds keep none).  d2r_cache_bytes tells how much this
+ * thread keeps; d2r_cache_trim gives it all back to the system and
+ * forgets the peak (call it before a thread exits, or after a big job). */
 size_t d2r_cache_bytes(void);
 void d2r_cache_trim(void);
 /* Bytes of tensor data this thread holds alive (a host with a garbage
