@@ -48,6 +48,12 @@ static int y_gc(lua_State *L) {
   return 0;
 }
 
+static int y_close(lua_State *L) {
+  luaL_checkudata(L, 1, LD2R_DYNAMICS);
+  if (ld2r_in_callback()) return ld2r_refuse_close(L, "d2r.Dynamics");
+  return y_gc(L);
+}
+
 static int y_tostring(lua_State *L) {
   ldyn *u = luaL_checkudata(L, 1, LD2R_DYNAMICS);
   if (u->m == NULL) {
@@ -504,7 +510,7 @@ static const luaL_Reg methods[] = {
   {"train", y_train}, {"evaluate", y_evaluate},
   {"rollout_error", y_rollout_error}, {"predict", y_predict},
   {"plan_mode", y_plan_mode}, {"elites", y_elites},
-  {"set_elites", y_set_elites}, {"close", y_gc},
+  {"set_elites", y_set_elites}, {"close", y_close},
   {NULL, NULL}
 };
 

@@ -142,13 +142,30 @@ static int trampoline(lua_State *L) {
   return 0;
 }
 
+/* How many callbacks are running on this thread: while one is, the
+ * engine is in the middle of a call that holds environments, planners,
+ * models and datasets by pointer, so none may be closed. */
+static _Thread_local int callback_depth;
+
+int ld2r_in_callback(void) { return callback_depth; }
+
+int ld2r_refuse_close(lua_State *L, const char *what) {
+  return luaL_error(L, "close: a %s cannot be closed inside a callback of "
+                    "a running d2r call (a policy, model, reward or "
+                    "environment function); close it after the call "
+                    "returns", what);
+}
+
 /* Calls the function at the top of L's stack (popping it) through the
  * trampoline; a Lua error becomes an engine failure "<what>: <msg>". */
 static int run_callback(lua_State *L, cb_call *c, const char *what) {
   lua_pushcfunction(L, trampoline);
   lua_insert(L, -2);
   lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+  callback_depth++;
+  int status = lua_pcall(L, 2, 0, 0);
+  callback_depth--;
+  if (status != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     d2r_fail("%s: %s", what, msg ? msg : "(error object is not a string)");
     lua_pop(L, 1);
@@ -295,6 +312,12 @@ static int e_gc(lua_State *L) {
   d2r_env_release(*slot);
   *slot = NULL;
   return 0;
+}
+
+static int e_close(lua_State *L) {
+  luaL_checkudata(L, 1, LD2R_ENV);
+  if (ld2r_in_callback()) return ld2r_refuse_close(L, "d2r.Env");
+  return e_gc(L);
 }
 
 static int e_tostring(lua_State *L) {
@@ -712,6 +735,12 @@ static int p_gc(lua_State *L) {
   return 0;
 }
 
+static int p_close(lua_State *L) {
+  luaL_checkudata(L, 1, LD2R_PLANNER);
+  if (ld2r_in_callback()) return ld2r_refuse_close(L, "d2r.Planner");
+  return p_gc(L);
+}
+
 static const char *const planner_fields[] = {
   "horizon", "population", "iterations", "elites", "alpha", "init_std",
   "temperature", "gamma", "action_repeat", "seed", NULL
@@ -926,6 +955,12 @@ static int d_gc(lua_State *L) {
   d2r_dataset_free(*slot);
   *slot = NULL;
   return 0;
+}
+
+static int d_close(lua_State *L) {
+  luaL_checkudata(L, 1, LD2R_DATASET);
+  if (ld2r_in_callback()) return ld2r_refuse_close(L, "d2r.Dataset");
+  return d_gc(L);
 }
 
 static int d_tostring(lua_State *L) {
@@ -1152,19 +1187,19 @@ static const luaL_Reg env_methods[] = {
   {"name", e_name}, {"kind", e_kind}, {"dims", e_dims},
   {"max_steps", e_max_steps}, {"elapsed", e_elapsed},
   {"constants", e_constants}, {"predict", e_predict},
-  {"reward", e_reward}, {"close", e_gc},
+  {"reward", e_reward}, {"close", e_close},
   {NULL, NULL}
 };
 
 static const luaL_Reg planner_methods[] = {
   {"act", p_act}, {"reset", p_reset}, {"evaluate", p_evaluate},
-  {"close", p_gc},
+  {"close", p_close},
   {NULL, NULL}
 };
 
 static const luaL_Reg dataset_methods[] = {
   {"save", d_save}, {"split", d_split}, {"select", d_select},
-  {"returns", d_returns}, {"close", d_gc},
+  {"returns", d_returns}, {"close", d_close},
   {NULL, NULL}
 };
 

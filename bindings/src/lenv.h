@@ -18,6 +18,13 @@
 #define LD2R_DYNAMICS "d2r.Dynamics"
 
 d2r_env *ld2r_checkenv(lua_State *L, int arg);
+
+/* Whether a Lua callback of an engine call (a policy, a model, a reward,
+ * a Lua environment's function) is running on this thread; objects that
+ * call may hold cannot be closed then.  ld2r_refuse_close raises the
+ * error that says so for a `what`. */
+int ld2r_in_callback(void);
+int ld2r_refuse_close(lua_State *L, const char *what);
 d2r_dataset *ld2r_checkdataset(lua_State *L, int arg);
 
 /* An environment written in Lua runs its callbacks on the thread of the

@@ -255,4 +255,42 @@ else
   check.raises("no MuJoCo", d2r.mujoco_env, {model = "x.xml"})
 end
 
+-- Objects a running call holds cannot be closed from its callbacks (they
+-- were freed under the engine's feet): a clear error, and the objects
+-- still work afterwards.
+do
+  local e = d2r.env("pendulum", {max_steps = 5})
+  check.raises("cannot be closed inside a callback", d2r.collect,
+               {env = e, behaviour = function() e:close(); return 0 end})
+  check.raises("cannot be closed inside a callback", d2r.run_episode,
+               {env = e, policy = function() e:close(); return 0 end})
+  local p = d2r.cem{env = e, horizon = 3, population = 10, iterations = 1}
+  local other = d2r.env("pendulum", {max_steps = 5})
+  check.raises("d2r.Planner cannot be closed", p.evaluate, p,
+               {env = e, episodes = 1, model = function(o, a)
+                 p:close()
+                 return other:predict(o, a)
+               end})
+  local ds = d2r.collect{env = e, episodes = 2}
+  local dyn
+  local l = d2r.env_from_lua{
+    obs_dim = 3, act_low = {-2}, act_high = {2}, max_steps = 5,
+    reset = function() return d2r.zeros(3) end,
+    step = function() return d2r.zeros(3), 0, false end,
+    reward = function(o)
+      dyn:close()
+      return d2r.zeros(o:dim(1))
+    end}
+  dyn = d2r.dynamics{env = l, seed = 1}
+  dyn:fit(ds)
+  check.raises("d2r.Dynamics cannot be closed", p.evaluate, p,
+               {env = l, episodes = 1, model = dyn})
+  check.eq(#d2r.collect{env = e, episodes = 1}, 5, "the env still works")
+  check.ok(p:act(e:reset(1), e), "the planner still works")
+  e:close()
+  p:close()
+  dyn:close()
+  check.ok(tostring(e):find("closed"), "closed after the calls")
+end
+
 check.done("test_env")
