@@ -98,6 +98,51 @@ usage: d2r scripts/mbrl.lua [options]
 })
 if not opts then return end
 
+-- The options are checked before anything runs: a bad value would
+-- otherwise fail every run of the sweep one by one.
+local function bad(fmt, ...)
+  error("mbrl: " .. fmt:format(...), 0)
+end
+local function list_of(v) return type(v) == "table" and v or {v} end
+local function whole(v) return math.type(v) == "integer" end
+do
+  local known = {}
+  for _, name in ipairs(d2r.envs()) do known[name] = true end
+  opts.envs = list_of(opts.envs)
+  if #opts.envs == 0 then bad("--envs lists no environment") end
+  for _, name in ipairs(opts.envs) do
+    if not known[name] then
+      bad("unknown environment '%s' (built in: %s)", tostring(name),
+          table.concat(d2r.envs(), ", "))
+    end
+  end
+  opts.planners = list_of(opts.planners)
+  local seen = {}
+  if #opts.planners == 0 then bad("--planners lists no planner") end
+  for _, kind in ipairs(opts.planners) do
+    if kind ~= "cem" and kind ~= "mppi" then
+      bad("unknown planner '%s' (cem or mppi)", tostring(kind))
+    end
+    if seen[kind] then bad("planner '%s' is listed twice", kind) end
+    seen[kind] = true
+  end
+  local behaviours = {mix = true, random = true, medium = true,
+                      expert = true}
+  if not behaviours[opts.behaviour] then
+    bad("unknown behaviour '%s' (mix, random, medium or expert)",
+        tostring(opts.behaviour))
+  end
+  if not whole(opts.ensemble) or opts.ensemble < 1 then
+    bad("--ensemble must be a whole number >= 1, got %s",
+        tostring(opts.ensemble))
+  end
+  if not whole(opts.elites) or opts.elites < 0
+     or opts.elites > opts.ensemble then
+    bad("--elites must be a whole number in 0..%d (0: all members), "
+        .. "got %s", opts.ensemble, tostring(opts.elites))
+  end
+end
+
 local HORIZONS = {1, 5, 10, 25}
 local LAMBDA, GROUP, LR = 1, 5, 1e-3
 

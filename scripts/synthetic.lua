@@ -34,7 +34,7 @@ M.COMMON_USAGE = [[
 
 -- Parses arg against the script's defaults and the common ones; returns
 -- nil after printing the usage for --help.  With --quick, the fields of
--- quick replace the options (whatever was given for them).
+-- quick replace the options not given on the command line.
 function M.options(name, defaults, usage, quick)
   local all = {}
   for k, v in pairs(M.COMMON) do all[k] = v end

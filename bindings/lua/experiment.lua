@@ -73,11 +73,22 @@ function d2r.options(args, defaults, usage)
   return opts
 end
 
+-- The option names given on a command line (--name or --name=value,
+-- dashes read as underscores).
+local function given_names(args)
+  local names = {}
+  for _, a in ipairs(args) do
+    local name = type(a) == "string" and a:match("^%-%-([^=]+)")
+    if name then names[name:gsub("%-", "_")] = true end
+  end
+  return names
+end
+
 -- Options of an experiment script: d2r.options over `arg` with `quick`
 -- and `out` added; a bad option prints its message and exits with status
 -- 2, --help prints the usage and returns nil.  With --quick the fields of
--- the table quick replace the options; out defaults to results/NAME (or
--- results/NAME_quick).
+-- the table quick replace the options not given on the command line;
+-- out defaults to results/NAME (or results/NAME_quick).
 function d2r.script_options(name, defaults, usage, quick)
   local all = {quick = false, out = ""}
   for k, v in pairs(defaults) do all[k] = v end
@@ -91,7 +102,10 @@ function d2r.script_options(name, defaults, usage, quick)
     return nil
   end
   if opts.quick then
-    for k, v in pairs(quick or {}) do opts[k] = v end
+    local given = given_names(arg or {})
+    for k, v in pairs(quick or {}) do
+      if not given[k] then opts[k] = v end
+    end
   end
   if opts.out == "" then
     opts.out = "results/" .. name .. (opts.quick and "_quick" or "")

@@ -85,4 +85,25 @@ check.ok(seen["mse/return_mppi"] and not seen["mse/return_cem"],
          "an MPPI return alone")
 check.ok(seen["nll/rmse"], "the ensemble's elite is evaluated")
 os.execute("rm -rf " .. quote(tmp))
+
+-- bad options stop the script before any run, naming the problem
+for _, case in ipairs{
+  {"--planners CEM", "unknown planner 'CEM'"},
+  {"--planners cem,cem", "listed twice"},
+  {"--envs foo", "unknown environment 'foo'"},
+  {"--ensemble 0", "--ensemble must be"},
+  {"--ensemble 2 --elites 3", "--elites must be"},
+  {"--behaviour foo", "unknown behaviour"},
+} do
+  local cmd = ("%s scripts/mbrl.lua --quick --out %s %s 2>&1")
+              :format(quote(exe), quote(tmp), case[1])
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  check.ok(not p:close(), case[1] .. " fails")
+  check.ok(out:find(case[2], 1, true), case[1] .. ": " .. out)
+end
+-- an explicit option wins over --quick's value
+text = run("--envs acrobot --seeds 1", tmp)
+check.ok(text:find("acrobot:", 1, true), "--quick --envs acrobot runs acrobot")
+os.execute("rm -rf " .. quote(tmp))
 check.done("test_mbrl")
