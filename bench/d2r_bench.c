@@ -187,10 +187,26 @@ static void parse_opts(int argc, char **argv, opts *o) {
       exit(2);
     }
   }
-  if (o->nwork < 1 || o->nthreads < 1 || o->runs < 1 || o->steps < 1 ||
-      o->max_steps < 4 * o->runs ||
-      !(o->run_time > 0) || !(o->warmup >= 0)) {
-    fprintf(stderr, "d2r_bench: bad option value\n");
+  const char *bad = NULL;
+  if (o->nwork < 1) bad = "-w needs a list of workload numbers";
+  for (int k = 0; bad == NULL && k < o->nwork; k++)
+    if (!bench_known(o->workloads[k])) bad = "-w: no such workload";
+  if (o->memory != -1 && !bench_known(o->memory))
+    bad = "--memory: no such workload";
+  if (o->child != -1 && !bench_known(o->child))
+    bad = "--child: no such workload";
+  if (o->nthreads < 1) bad = "-t needs a list of thread counts";
+  for (int k = 0; bad == NULL && k < o->nthreads; k++)
+    if (o->threads[k] < 1 || o->threads[k] > 256)
+      bad = "-t: a thread count must be in 1..256";
+  if (bad == NULL && o->runs < 1) bad = "--runs must be >= 1";
+  if (bad == NULL && o->steps < 1) bad = "--steps must be >= 1";
+  if (bad == NULL && o->max_steps < 4 * o->runs)
+    bad = "--max-steps must be at least 4 times --runs";
+  if (bad == NULL && !(o->run_time > 0)) bad = "--run-time must be > 0";
+  if (bad == NULL && !(o->warmup >= 0)) bad = "--warmup must be >= 0";
+  if (bad != NULL) {
+    fprintf(stderr, "d2r_bench: %s\n", bad);
     exit(2);
   }
 }
