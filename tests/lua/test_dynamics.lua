@@ -108,4 +108,26 @@ bare:fit(train)
 check.raises("reward function of its env", cem.act, cem, env:reset(0),
              bare)
 
+-- A target dimension that never changes (reacher's goal, dimensions 5
+-- and 6) gets the isotropic weight under "diagonal" and "full" rather
+-- than an infinite or exploding one.
+do
+  local renv = d2r.env("reacher", {max_steps = 30})
+  local rdata = d2r.collect{env = renv, behaviour = "random", episodes = 10,
+                            seed = 5}
+  local rm = d2r.dynamics{env = renv, hidden = {16}, seed = 6}
+  rm:fit(rdata)
+  local iso = rm:reward_matrix(rdata, "isotropic", 1):item()
+  local diag = rm:reward_matrix(rdata, "diagonal", 1)
+  local full = rm:reward_matrix(rdata, "full", 1)
+  for _, i in ipairs{5, 6} do
+    check.near(diag[i], iso, 1e-12, "diagonal weight of dim " .. i)
+    check.near(full[i][i], iso, 1e-9, "full weight of dim " .. i)
+  end
+  check.ok(diag[1] > 0 and diag[1] < 10, "a varying dim")
+  local rep = rm:train{train = rdata, loss = "pg", U = "diagonal",
+                       steps = 5, seed = 7}
+  check.eq(rep.skipped, 0, "PG with the diagonal U trains")
+end
+
 check.done("test_dynamics")

@@ -146,7 +146,9 @@ d2r_tensor *d2r_dyn_loss(d2r_dyn *m, int i, d2r_tensor *x, d2r_tensor *y,
  * of d (Sigma their unbiased covariance, n = obs_dim):
  *   "identity"   U = I (a 0-d 1);
  *   "isotropic"  u = lambda n / (2 tr Sigma) (0-d);
- *   "diagonal"   u_i = lambda / (2 Sigma_ii) ([n]);
+ *   "diagonal"   u_i = lambda / (2 Sigma_ii) ([n]); a dimension whose
+ *                variance is at most D2R_DYN_PINV_RTOL times the largest
+ *                gets the isotropic u instead;
  *   "full"       U = (lambda / 2) Sigma^+ + u P0 ([n, n]): the pseudo-
  *                inverse of d2r_reward_full_pinv with eigenvalues at most
  *                D2R_DYN_PINV_RTOL times the largest treated as zero, and
