@@ -244,14 +244,18 @@ Test(env_dynamics, reward_matrices) {
   d2r_tensor *cov = d2r_covariance(y);
   double tr = d2r_data(cov)[0] + d2r_data(cov)[3];
   cr_expect_float_eq(d2r_item(iso), 2.0 * 2 / (2 * tr), 1e-12);
-  /* Full: U Sigma = (lambda / 2) I where Sigma is invertible; here the
-   * constant dimension's variance is 0 and only the ridge keeps it
-   * finite, so check the varying block. */
+  /* Full: U Sigma = (lambda / 2) I on the varying block; the constant
+   * dimension (variance 0) gets the isotropic u, under "full" and under
+   * "diagonal" alike. */
   d2r_tensor *full = d2r_dyn_reward_matrix(m, d, "full", 2.0);
   cr_assert_not_null(full, "%s", d2r_error());
   cr_expect_float_eq(d2r_data(full)[0] * d2r_data(cov)[0], 1.0, 1e-6);
-  cr_expect_null(d2r_dyn_reward_matrix(m, d, "diagonal", 1.0),
-                 "a constant dimension has no diagonal u*");
+  cr_expect_float_eq(d2r_data(full)[3], d2r_item(iso), 1e-9);
+  d2r_tensor *diag = d2r_dyn_reward_matrix(m, d, "diagonal", 2.0);
+  cr_assert_not_null(diag, "%s", d2r_error());
+  cr_expect_float_eq(d2r_data(diag)[0] * d2r_data(cov)[0], 1.0, 1e-12);
+  cr_expect_float_eq(d2r_data(diag)[1], d2r_item(iso), 1e-12);
+  d2r_release(diag);
   cr_expect_null(d2r_dyn_reward_matrix(m, d, "spherical", 1.0));
   cr_expect(strstr(d2r_error(), "unknown reward matrix 'spherical'"));
   d2r_tensor *all[] = {x, y, i, iso, cov, full};
