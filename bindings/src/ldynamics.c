@@ -490,10 +490,22 @@ static int y_set_elites(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   int n = (int)lua_rawlen(L, 2), idx[1000];
   luaL_argcheck(L, n >= 1 && n <= 1000, 2, "1 to 1000 elites");
+  /* Member numbers are 1-based here: checked here, so that messages
+   * use the numbers the caller wrote. */
+  int members = d2r_dyn_members(m);
   for (int i = 0; i < n; i++) {
     lua_rawgeti(L, 2, i + 1);
-    idx[i] = (int)luaL_checkinteger(L, -1) - 1;
+    int isnum = 0;
+    lua_Integer k = lua_tointegerx(L, -1, &isnum);
     lua_pop(L, 1);
+    if (!isnum || k < 1 || k > members)
+      return luaL_error(L, "set_elites: entry %d is not a member number "
+                        "(1..%d)", i + 1, members);
+    idx[i] = (int)k - 1;
+    for (int j = 0; j < i; j++)
+      if (idx[j] == idx[i])
+        return luaL_error(L, "set_elites: member %d is listed twice",
+                          (int)k);
   }
   ld2r_checkstatus(L, d2r_dyn_set_elites(m, n, idx), "set_elites");
   lua_settop(L, 1);

@@ -91,6 +91,13 @@ ens:train{train = train, val = val, loss = "nll", steps = 20,
 check.eq(#ens:elites(), 2, "two elites")
 ens:set_elites{3}
 check.eq(ens:elites()[1], 3, "elites by hand")
+-- member numbers in messages are the 1-based ones the caller wrote
+check.raises("entry 1 is not a member number %(1..3%)", ens.set_elites,
+             ens, {4})
+check.raises("entry 2 is not a member number", ens.set_elites, ens,
+             {1, 1.5})
+check.raises("member 2 is listed twice", ens.set_elites, ens, {2, 2})
+check.eq(ens:elites()[1], 3, "a refused list changes nothing")
 
 -- planning through the learned model, with the env's reward function
 local cem = d2r.cem{env = env, horizon = 10, population = 60,
