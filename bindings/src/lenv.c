@@ -156,6 +156,31 @@ int ld2r_refuse_close(lua_State *L, const char *what) {
                     "returns", what);
 }
 
+/* Environments a call in progress is running episodes on: stepping or
+ * resetting one from a callback would move it under that call (collect
+ * looped forever when its policy reset the env).  Calls nest only
+ * through callbacks, so a short stack is enough; deeper ones are
+ * counted but not checked. */
+enum { MAX_DRIVEN = 16 };
+static _Thread_local const d2r_env *driven[MAX_DRIVEN];
+static _Thread_local int ndriven;
+
+static void drive(const d2r_env *e) {
+  if (ndriven < MAX_DRIVEN) driven[ndriven] = e;
+  ndriven++;
+}
+
+static void undrive(void) { ndriven--; }
+
+static void check_not_driven(lua_State *L, const d2r_env *e,
+                             const char *fn) {
+  for (int i = 0; i < ndriven && i < MAX_DRIVEN; i++)
+    if (driven[i] == e)
+      luaL_error(L, "%s: this environment is running the episodes of a "
+                 "call in progress (collect, run_episode or evaluate); "
+                 "step another environment in the callback", fn);
+}
+
 /* Calls the function at the top of L's stack (popping it) through the
  * trampoline; a Lua error becomes an engine failure "<what>: <msg>". */
 static int run_callback(lua_State *L, cb_call *c, const char *what) {
@@ -531,6 +556,7 @@ static int f_mujoco_available(lua_State *L) {
 static int e_reset(lua_State *L) {
   d2r_env *e = ld2r_checkenv(L, 1);
   uint64_t seed = (uint64_t)luaL_checkinteger(L, 2);
+  check_not_driven(L, e, "reset");
   d2r_tensor **slot = ld2r_newtensor(L);
   lua_State *prev = ld2r_env_bind(L, e);
   *slot = d2r_env_reset(e, seed);
@@ -543,6 +569,7 @@ static int e_reset(lua_State *L) {
 static int e_step(lua_State *L) {
   d2r_env *e = ld2r_checkenv(L, 1);
   d2r_tensor *a = ld2r_checkoperand(L, 2);
+  check_not_driven(L, e, "step");
   d2r_tensor **slot = ld2r_newtensor(L);
   d2r_step_info info;
   lua_State *prev = ld2r_env_bind(L, e);
@@ -874,7 +901,9 @@ static int p_evaluate(lua_State *L) {
                                    0);
   double mean;
   lua_State *p1 = ld2r_env_bind(L, e), *p2 = ld2r_env_bind(L, run);
+  drive(e);
   int rc = d2r_planner_evaluate(p, e, &m, episodes, seed, rets, &mean);
+  undrive();
   ld2r_env_unbind(run, p2);
   ld2r_env_unbind(e, p1);
   ld2r_checkstatus(L, rc, "evaluate");
@@ -898,7 +927,9 @@ static int f_random_evaluate(lua_State *L) {
                                    0);
   double mean;
   lua_State *prev = ld2r_env_bind(L, e);
+  drive(e);
   int rc = d2r_random_evaluate(e, episodes, seed, rets, &mean);
+  undrive();
   ld2r_env_unbind(e, prev);
   ld2r_checkstatus(L, rc, "random_evaluate");
   lua_pushnumber(L, mean);
@@ -922,7 +953,9 @@ static int f_run_episode(lua_State *L) {
   d2r_agent agent = {NULL, lfn_act, &f};
   d2r_episode_stats st;
   lua_State *prev = ld2r_env_bind(L, e);
+  drive(e);
   int rc = d2r_env_run(e, &agent, seed, 0, NULL, NULL, &st);
+  undrive();
   ld2r_env_unbind(e, prev);
   ld2r_checkstatus(L, rc, "run_episode");
   lua_createtable(L, 0, 3);
@@ -1174,7 +1207,9 @@ static int f_collect(lua_State *L) {
   uint64_t seed = (uint64_t)ld2r_optint(L, 1, "seed", 0);
   d2r_dataset **slot = newdataset(L);
   lua_State *prev = ld2r_env_bind(L, e);
+  drive(e);
   *slot = d2r_collect(e, &b, (int64_t)episodes, seed);
+  undrive();
   ld2r_env_unbind(e, prev);
   if (*slot == NULL) return ld2r_fail(L, "collect");
   return 1;

@@ -285,6 +285,24 @@ do
   dyn:fit(ds)
   check.raises("d2r.Dynamics cannot be closed", p.evaluate, p,
                {env = l, episodes = 1, model = dyn})
+  -- nor can the env a call is running episodes on be reset or stepped
+  -- from its callbacks (collect looped forever); another env can
+  check.raises("reset: this environment is running the episodes",
+               d2r.collect, {env = e, behaviour = function()
+                 e:reset(1)
+                 return 0
+               end})
+  check.raises("step: this environment is running the episodes",
+               d2r.run_episode, {env = e, policy = function()
+                 e:step(d2r.tensor{0})
+                 return 0
+               end})
+  other:reset(2)
+  local ds2 = d2r.collect{env = e, episodes = 1, behaviour = function()
+    other:step(d2r.tensor{0})
+    return 0
+  end}
+  check.eq(#ds2, 5, "stepping another env from a policy is fine")
   check.eq(#d2r.collect{env = e, episodes = 1}, 5, "the env still works")
   check.ok(p:act(e:reset(1), e), "the planner still works")
   e:close()
