@@ -13,6 +13,7 @@
  * thread that runs its callbacks is the one of the binding call in
  * progress, set on entry and restored on exit.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -773,18 +774,27 @@ static const char *const planner_fields[] = {
   "temperature", "gamma", "action_repeat", "seed", NULL
 };
 
+/* Option key of the table at arg as an int, def when absent; a value
+ * outside the int range is an error here (a cast would wrap it into a
+ * valid-looking one), the planner checks the rest. */
+static int opt_int(lua_State *L, int arg, const char *key, int def) {
+  lua_Integer v = ld2r_optint(L, arg, key, def);
+  if (v < INT_MIN || v > INT_MAX)
+    luaL_error(L, "option '%s' is out of range (%I)", key, v);
+  return (int)v;
+}
+
 /* Overrides the fields of c present in the options at arg. */
 static void read_planner(lua_State *L, int arg, d2r_planner_config *c) {
-  c->horizon = (int)ld2r_optint(L, arg, "horizon", c->horizon);
-  c->population = (int)ld2r_optint(L, arg, "population", c->population);
-  c->iterations = (int)ld2r_optint(L, arg, "iterations", c->iterations);
-  c->elites = (int)ld2r_optint(L, arg, "elites", c->elites);
+  c->horizon = opt_int(L, arg, "horizon", c->horizon);
+  c->population = opt_int(L, arg, "population", c->population);
+  c->iterations = opt_int(L, arg, "iterations", c->iterations);
+  c->elites = opt_int(L, arg, "elites", c->elites);
   c->alpha = ld2r_optnumber(L, arg, "alpha", c->alpha);
   c->init_std = ld2r_optnumber(L, arg, "init_std", c->init_std);
   c->temperature = ld2r_optnumber(L, arg, "temperature", c->temperature);
   c->gamma = ld2r_optnumber(L, arg, "gamma", c->gamma);
-  c->action_repeat = (int)ld2r_optint(L, arg, "action_repeat",
-                                      c->action_repeat);
+  c->action_repeat = opt_int(L, arg, "action_repeat", c->action_repeat);
   c->seed = (uint64_t)ld2r_optint(L, arg, "seed", (lua_Integer)c->seed);
 }
 
