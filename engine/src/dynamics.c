@@ -260,8 +260,8 @@ bool d2r_dyn_fitted(const d2r_dyn *m) { return m && m->fitted; }
 
 static bool need_fit(const d2r_dyn *m) {
   if (!m->fitted) {
-    d2r_fail("dynamics: the normalisers are not fitted (call d2r_dyn_fit "
-             "or d2r_dyn_train first)");
+    d2r_fail("dynamics: the normalisers are not fitted (fit or train "
+             "the model on a dataset first)");
     return false;
   }
   return true;
