@@ -445,6 +445,9 @@ static int y_predict(lua_State *L) {
   d2r_rng *rng = NULL;
   if (!lua_isnil(L, 4) && lua_getfield(L, 4, "rng") != LUA_TNIL)
     rng = ld2r_checkrng(L, lua_gettop(L));
+  if (mode == D2R_DYN_SAMPLE && rng == NULL)
+    return luaL_error(L, "predict: mode \"sample\" needs a generator "
+                      "(rng = d2r.rng(seed))");
   const d2r_dyn_config *c = d2r_dyn_get_config(m);
   if (d2r_ndim(o) != 2 || d2r_dim(o, 1) != c->obs_dim ||
       d2r_ndim(a) != 2 || d2r_dim(a, 1) != c->act_dim ||
