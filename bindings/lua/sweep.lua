@@ -1,8 +1,9 @@
 -- The experiment runner.  A sweep is a grid of configurations times a
 -- number of repeats; each run's seed is a stable hash (FNV-1a) of the
 -- base seed, its configuration and its repeat index, so any run can be
--- re-created from its row.  Runs execute in forked worker processes (or
--- across MPI ranks, or Slurm array tasks), and their status, timings
+-- re-created from its row.  Runs execute in forked worker processes, a
+-- process per run or a chunk of runs per process (or across MPI ranks,
+-- or Slurm array tasks), and their status, timings
 -- and metrics go to an SQLite store as they finish, so running a sweep
 -- again resumes where the last one stopped.  Also reading a store back,
 -- CSV export, merging shard stores, and the `d2r summary`, `d2r status`,
@@ -397,7 +398,7 @@ local spec_fields = {
   repeats = true, base_seed = true, seed_by = true, run = true,
   workers = true, timeout = true, retry_failed = true, nan = true,
   progress = true, revision = true, filter = true, shard = true,
-  shared_store = true, mpi = true,
+  shared_store = true, mpi = true, chunk = true,
 }
 
 local function check_spec(spec)
@@ -572,12 +573,16 @@ local function call_run(self, run, emit)
   return ok, not ok and tostring(res) or nil
 end
 
--- What a forked worker runs: the run, with its metrics and its outcome
--- sent to the parent as messages.
-local function worker_main(send, self, run)
+-- What a forked worker runs: its runs one after the other, each
+-- announced, with its metrics and its outcome sent to the parent as
+-- messages.
+local function worker_main(send, self, runs)
   local function emit(rows) send(serialise{k = "m", rows = rows}) end
-  local ok, err = call_run(self, run, emit)
-  send(serialise(ok and {k = "ok"} or {k = "err", msg = err}))
+  for i, run in ipairs(runs) do
+    send(serialise{k = "start", i = i})
+    local ok, err = call_run(self, run, emit)
+    send(serialise(ok and {k = "ok"} or {k = "err", msg = err}))
+  end
 end
 
 -- Re-creates one run in this process (by index in Sweep:runs(), or a
@@ -854,8 +859,11 @@ local function git_revision()
   return rev
 end
 
--- Reads what a worker sent; handles complete messages.
-local function drain(a, sink)
+-- Reads what a worker sent and handles its complete messages in order:
+-- on.start(a, i) when it begins run i of its list, rows for the run in
+-- progress, on.finish(a) when that run has reported its outcome (in
+-- a.result, a.err).
+local function drain(a, sink, on)
   while true do
     local s = a.proc:read()
     if s == nil then a.eof = true end
@@ -863,6 +871,10 @@ local function drain(a, sink)
     a.buf = a.buf .. s
   end
   local batch = {}
+  local function flush()
+    if #batch > 0 and a.run then sink.rows(a.run, batch) end
+    batch = {}
+  end
   while #a.buf >= 4 do
     local n = sunpack("<I4", a.buf)
     if #a.buf < 4 + n then break end
@@ -870,15 +882,23 @@ local function drain(a, sink)
     a.buf = a.buf:sub(5 + n)
     if not ok or type(msg) ~= "table" then
       a.result, a.err = "err", "malformed message from the worker"
+    elseif msg.k == "start" and a.run == nil
+           and a.batch[msg.i] and msg.i > a.pos then
+      flush()
+      on.start(a, msg.i)
     elseif msg.k == "m" then
       for _, r in ipairs(msg.rows) do batch[#batch + 1] = r end
-    elseif msg.k == "ok" then
-      a.result = a.result or "ok"
-    elseif msg.k == "err" then
-      a.result, a.err = "err", msg.msg
+    elseif (msg.k == "ok" or msg.k == "err") and a.run then
+      flush()
+      if msg.k == "ok" then
+        a.result = a.result or "ok"
+      else
+        a.result, a.err = "err", msg.msg
+      end
+      on.finish(a)
     end
   end
-  if #batch > 0 then sink.rows(a.run, batch) end
+  flush()
 end
 
 -- How a run ended, from what its worker sent and how the worker ended.
@@ -918,17 +938,46 @@ local function execute(self, todo, sink, env, workers)
     end
     return
   end
-  local active, next_run = {}, 1
+  -- Each worker process runs up to `chunk` runs in turn (1: a process
+  -- per run).  When a worker dies in the middle of its list, the run
+  -- in progress fails with the cause and the runs it had not started go
+  -- back to the front of the queue.
+  local chunk = env.chunk or 1
+  local queue, head = {}, 1
+  for i, run in ipairs(todo) do queue[i] = run end
+  local active = {}
+  local function finish(a, status, err)
+    local now = d2r.proc.time()
+    local fin = {status = status, error = err, finished = now,
+                 seconds = now - a.info.started}
+    local run = a.run
+    a.run, a.result, a.err = nil, nil, nil
+    sink.finish(run, fin)
+    prog.finished(run, fin)
+  end
+  local on = {
+    start = function(a, i)
+      a.pos, a.run = i, a.batch[i]
+      a.info = info_start(a.pid)
+      a.c0 = d2r.proc.clock()
+      sink.start(a.run, a.info)
+    end,
+    finish = function(a)
+      finish(a, outcome(a))
+    end,
+  }
   local function loop()
-    while next_run <= #todo or #active > 0 do
-      while #active < workers and next_run <= #todo do
-        local run = todo[next_run]
-        next_run = next_run + 1
-        local p = d2r.proc.spawn(worker_main, self, run)
-        local info = info_start(tostring(p:pid()))
-        sink.start(run, info)
-        active[#active + 1] = {proc = p, run = run, buf = "",
-                               info = info, c0 = d2r.proc.clock()}
+    while head <= #queue or #active > 0 do
+      while #active < workers and head <= #queue do
+        local batch = {}
+        while #batch < chunk and head <= #queue do
+          batch[#batch + 1] = queue[head]
+          head = head + 1
+        end
+        local p = d2r.proc.spawn(worker_main, self, batch)
+        active[#active + 1] = {proc = p, batch = batch, pos = 0,
+                               pid = tostring(p:pid()), buf = "",
+                               c0 = d2r.proc.clock()}
       end
       prog.running = #active
       prog.tick()
@@ -941,25 +990,30 @@ local function execute(self, todo, sink, env, workers)
       if env.hook then env.hook() end
       for i = #active, 1, -1 do
         local a = active[i]
-        drain(a, sink)
+        drain(a, sink, on)
         local kind, _, desc = a.proc:wait()
-        if not kind and env.timeout
+        if not kind and env.timeout and a.run
            and d2r.proc.clock() - a.c0 > env.timeout then
           a.proc:kill()
           a.timed_out, a.timeout = true, env.timeout
           kind, _, desc = a.proc:wait(true)
         end
         if kind then
-          drain(a, sink)
+          drain(a, sink, on)
           a.proc:close()
-          local status, err = outcome(a, desc)
-          local now = d2r.proc.time()
-          local fin = {status = status, error = err, finished = now,
-                       seconds = now - a.info.started}
+          if not a.run and a.pos == 0 then
+            -- died before starting anything: its first run takes the
+            -- failure (re-queuing it would retry forever)
+            on.start(a, 1)
+          end
+          if a.run then finish(a, outcome(a, desc)) end
+          -- the runs it did not start go back to the front of the queue
+          for j = #a.batch, a.pos + 1, -1 do
+            head = head - 1
+            queue[head] = a.batch[j]
+          end
           table.remove(active, i)
           prog.running = #active
-          sink.finish(a.run, fin)
-          prog.finished(a.run, fin)
         end
       end
     end
@@ -969,7 +1023,7 @@ local function execute(self, todo, sink, env, workers)
     prog.clear()
     for _, a in ipairs(active) do
       a.proc:close()
-      pcall(sink.abort, a.run)
+      if a.run then pcall(sink.abort, a.run) end
     end
     error(err, 0)
   end
@@ -1030,16 +1084,22 @@ local function should_run(row, retry)
 end
 
 local function environment(self, opts, progress)
+  local chunk = opts.chunk or 1
+  if math.type(chunk) ~= "integer" or chunk < 1 then
+    error("sweep: chunk must be an integer >= 1 (runs per worker "
+          .. "process)", 0)
+  end
   return {
     revision = opts.revision or git_revision(),
     host = d2r.proc.hostname(), timeout = opts.timeout,
-    tick = 0.25, progress = progress,
+    tick = 0.25, progress = progress, chunk = chunk,
   }
 end
 
 local run_fields = {
   workers = true, timeout = true, retry_failed = true, progress = true,
   revision = true, shard = true, shared_store = true, mpi = true,
+  chunk = true,
 }
 
 -- Merges the sweep's declared options with those given to run.

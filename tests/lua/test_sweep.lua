@@ -193,6 +193,44 @@ check.eq(c.total, 24, "counts")
 check.eq(c.done, 4, "counts done")
 res:close()
 
+-- The same sweep with chunks of 5 runs per worker process: every run
+-- ends as before (a crash or timeout fails only the run in progress and
+-- the worker's other runs go to new workers), with the same numbers.
+local chunked_store = tmp .. "/toy_chunked.sqlite"
+local chunked = sweep{name = "toy", store = chunked_store, grid = grid,
+                      repeats = 2, run = toy, timeout = 1, chunk = 5}
+local csum = chunked:run{workers = 2, progress = "none"}
+check.eq(csum.done, 4, "chunked: the 'none' runs succeed")
+check.eq(csum.failed, 20, "chunked: the others fail")
+local cres = sweep.open(chunked_store)
+for _, r in ipairs(cres:runs()) do
+  check.ok(r.status == (r.fail == "none" and "done" or "failed"),
+           "chunked status of " .. r.fail)
+  if r.fail ~= "none" then
+    local want = errors[r.fail]:match("^[^\n]*"):gsub("worker %d+", "")
+    local got = r.error:match("^[^\n]*"):gsub("worker %d+", "")
+    check.eq(got, want, "chunked error of " .. r.fail)
+  end
+end
+local plain_w, chunked_w = {}, {}
+local pres = sweep.open(store)
+for _, m in ipairs(pres:final{name = "w", split = "test"}) do
+  plain_w[m.lr .. "/" .. m.rep] = m.value
+end
+for _, m in ipairs(cres:final{name = "w", split = "test"}) do
+  chunked_w[m.lr .. "/" .. m.rep] = m.value
+end
+for k, v in pairs(plain_w) do
+  check.eq(chunked_w[k], v, "chunked run " .. k .. " gives the same w")
+end
+check.eq(#cres:metrics(), 2 * 2 * 13, "chunked: the same metrics")
+pres:close()
+cres:close()
+check.raises("chunk must be an integer >= 1", function()
+  sweep{name = "bad", store = tmp .. "/bad.sqlite", grid = {a = 1},
+        run = toy, chunk = 0}:run{workers = 1, progress = "none"}
+end)
+
 -- A run re-created from its row gives the stored numbers again.
 local row = sweep.open(store):runs{fail = "none", lr = 0.5, rep = 2}[1]
 local function mkey(m)
