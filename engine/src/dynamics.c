@@ -612,6 +612,13 @@ int d2r_dyn_train(d2r_dyn *m, const d2r_dataset *train,
     d2r_fail("dynamics: train needs steps >= 1, lr > 0 and batch >= 0");
     return -1;
   }
+  /* A reward matrix with a NaN or an infinity would make every step's
+   * loss non-finite, and every step would be skipped in silence. */
+  if (tc->loss.kind == D2R_DYN_PG && tc->loss.U != NULL &&
+      d2r_count_nonfinite(tc->loss.U) > 0) {
+    d2r_fail("dynamics: the reward matrix U holds a non-finite value");
+    return -1;
+  }
   if (!m->fitted && d2r_dyn_fit(m, train) < 0) return -1;
   d2r_tensor *x, *y, *vx = NULL, *vy = NULL;
   if (d2r_dyn_data(m, train, &x, &y) < 0) return -1;

@@ -91,6 +91,8 @@ ens:train{train = train, val = val, loss = "nll", steps = 20,
 check.eq(#ens:elites(), 2, "two elites")
 ens:set_elites{3}
 check.eq(ens:elites()[1], 3, "elites by hand")
+check.raises("U holds a non%-finite value", ens.train, ens,
+             {train = train, loss = "pg", U = d2r.scalar(0 / 0), steps = 2})
 check.raises('mode "sample" needs a generator', ens.predict, ens,
              d2r.zeros({2, 3}), d2r.zeros({2, 1}), {mode = "sample"})
 -- member numbers in messages are the 1-based ones the caller wrote
