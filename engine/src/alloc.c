@@ -10,8 +10,9 @@
  * batches then finds its blocks again instead of paying page faults on
  * fresh ones; blocks are kept by exact size, so the cache can hold sizes
  * the step is not using at the moment, hence the factor); small objects
- * up to a fixed count; beyond that memory goes back to the system.  Sanitizer builds (D2R_NO_CACHE) keep
- * nothing, so AddressSanitizer sees every free.
+ * up to a fixed count; beyond that memory goes back to the system.
+ * Sanitizer builds (D2R_NO_CACHE) keep nothing, so AddressSanitizer sees
+ * every free.
  */
 #include <stdlib.h>
 #include <string.h>
