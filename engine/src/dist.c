@@ -171,6 +171,9 @@ d2r_tensor *d2r_gaussian_rsample(d2r_rng *rng, d2r_tensor *mean,
     return d2r_fail("gaussian_rsample: draws must be >= 1, got %lld",
                     (long long)draws);
   int64_t shape[3] = {d2r_dim(mean, 0), draws, d2r_dim(mean, 1)};
+  /* No rows or no dimensions: nothing to draw. */
+  if (shape[0] == 0 || shape[2] == 0)
+    return d2r_zeros(3, shape);
   d2r_scope s = D2R_SCOPE_INIT;
   d2r_tensor *eps = d2r_keep(&s, d2r_rand_normal(rng, 3, shape, 0.0, 1.0));
   d2r_tensor *mu = d2r_keep(&s, eps ? over_draws(mean) : NULL);
@@ -227,6 +230,8 @@ d2r_tensor *d2r_gaussian_sample(d2r_rng *rng, d2r_tensor *mean,
    * mean + exp(log_std) * eps: the same values, with no history. */
   int64_t b = d2r_dim(mean, 0), n = d2r_dim(mean, 1);
   int64_t shape[3] = {b, draws, n};
+  if (b == 0 || n == 0)
+    return d2r_zeros(3, shape);   /* nothing to draw */
   d2r_tensor *out = d2r_rand_normal(rng, 3, shape, 0.0, 1.0);
   double small[SMALL_DIMS];
   double *sd = dims_buffer(small, n);

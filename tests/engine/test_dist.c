@@ -415,3 +415,20 @@ Test(dist, gaussian_errors)
   d2r_rng_free(rng);
   d2r_scope_end(&s);
 }
+
+/* No rows or no dimensions: empty draws of the right shape, not an
+ * error from the generator. */
+Test(dist, gaussian_draws_of_nothing)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_rng *r = d2r_rng_new(1);
+  int64_t none[2] = {0, 3}, flat[2] = {2, 0};
+  d2r_tensor *m0 = K(d2r_zeros(2, none)), *m1 = K(d2r_zeros(2, flat));
+  d2r_tensor *a = K(d2r_gaussian_sample(r, m0, m0, 4));
+  d2r_tensor *b = K(d2r_gaussian_rsample(r, m1, m1, 4));
+  cr_assert(a && b, "%s", d2r_error());
+  cr_expect(d2r_dim(a, 0) == 0 && d2r_dim(a, 1) == 4 && d2r_dim(a, 2) == 3);
+  cr_expect(d2r_dim(b, 0) == 2 && d2r_dim(b, 1) == 4 && d2r_dim(b, 2) == 0);
+  d2r_rng_free(r);
+  d2r_scope_end(&s);
+}
