@@ -82,6 +82,36 @@ d2r_tensor *d2r_reward_diagonal(d2r_tensor *y, double lambda) {
   return u;
 }
 
+d2r_tensor *d2r_reward_diagonal_pinv(d2r_tensor *y, double lambda,
+                                     double rtol, double null_weight) {
+  if (!check_lambda(lambda, "reward_diagonal_pinv")) return NULL;
+  if (!(null_weight >= 0) || !isfinite(null_weight))
+    return d2r_fail("reward_diagonal_pinv: null_weight must be >= 0 and "
+                    "finite, got %g", null_weight);
+  if (!(rtol > 0)) rtol = 1e-6;
+  d2r_tensor *v = variances(y, "reward_diagonal_pinv");
+  d2r_tensor *u = v ? d2r_contiguous(v) : NULL;
+  d2r_release(v);
+  if (!u) return NULL;
+  double *p = d2r_data(u), top = 0;
+  int64_t n = d2r_numel(u);
+  for (int64_t i = 0; i < n; i++) {
+    if (!isfinite(p[i])) {
+      d2r_release(u);
+      return d2r_fail("reward_diagonal_pinv: target dimension %lld has "
+                      "variance %g", (long long)i + 1, p[i]);
+    }
+    top = fmax(top, p[i]);
+  }
+  if (!(top > 0)) {
+    d2r_release(u);
+    return d2r_fail("reward_diagonal_pinv: the targets do not vary");
+  }
+  for (int64_t i = 0; i < n; i++)
+    p[i] = p[i] > rtol * top ? lambda / (2 * p[i]) : null_weight;
+  return u;
+}
+
 int d2r_reward_onehot_beta(const d2r_tensor *labels, int64_t classes,
                            double lambda, double *beta) {
   if (!labels) return -1;

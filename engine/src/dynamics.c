@@ -438,32 +438,13 @@ d2r_tensor *d2r_dyn_reward_matrix(const d2r_dyn *m, const d2r_dataset *d,
   if (strcmp(kind, "isotropic") == 0) {
     u = d2r_reward_isotropic(y, lambda);
   } else if (strcmp(kind, "diagonal") == 0) {
-    /* u_i = lambda / (2 Sigma_ii); a dimension that never changes gets
-     * the isotropic u, as under "full". */
-    bool g = d2r_set_grad_enabled(false);
-    d2r_tensor *cov = d2r_covariance(y);
-    d2r_tensor *iso = cov ? d2r_reward_isotropic(y, lambda) : NULL;
-    int64_t n = iso ? d2r_dim(cov, 0) : 0;
-    u = iso ? d2r_zeros(1, &n) : NULL;
-    if (u) {
-      d2r_tensor *c = d2r_contiguous(cov);
-      const double *sv = c ? d2r_data(c) : NULL;
-      double top = 0;
-      for (int64_t i = 0; sv && i < n; i++) top = fmax(top, sv[i * n + i]);
-      for (int64_t i = 0; sv && i < n; i++) {
-        double v = sv[i * n + i];
-        d2r_data(u)[i] = v > D2R_DYN_PINV_RTOL * top ? lambda / (2 * v)
-                                                     : d2r_item(iso);
-      }
-      if (!c) {
-        d2r_release(u);
-        u = NULL;
-      }
-      d2r_release(c);
-    }
+    /* A dimension that never changes gets the isotropic u, as under
+     * "full". */
+    d2r_tensor *iso = d2r_reward_isotropic(y, lambda);
+    if (iso)
+      u = d2r_reward_diagonal_pinv(y, lambda, D2R_DYN_PINV_RTOL,
+                                   d2r_item(iso));
     d2r_release(iso);
-    d2r_release(cov);
-    d2r_set_grad_enabled(g);
   } else if (strcmp(kind, "full") == 0) {
     /* Constant directions get the isotropic u*, as under U = u* I. */
     bool g = d2r_set_grad_enabled(false);

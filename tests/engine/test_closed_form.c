@@ -124,3 +124,25 @@ Test(closed_form, full_pseudo_inverse) {
   cr_expect_null(d2r_reward_full_pinv(NULL, 1, 0, 0, NULL));
   d2r_release(sig);
 }
+
+/* The diagonal counterpart: columns (1,2,3,4) and (5,5,5,5): the first
+ * has variance 5/3, weight 0.5 / (2 * 5/3) = 0.15; the constant one gets
+ * the null weight.  Tolerance 1e-12. */
+Test(closed_form, diagonal_pseudo_inverse) {
+  double v[8] = {1, 5, 2, 5, 3, 5, 4, 5};
+  d2r_tensor *y = d2r_matrix(4, 2, v);
+  d2r_tensor *u = d2r_reward_diagonal_pinv(y, 0.5, 0, 0.7);
+  cr_assert(u, "%s", d2r_error());
+  cr_expect(fabs(d2r_data(u)[0] - 0.15) < 1e-12, "u[0] = %g",
+            d2r_data(u)[0]);
+  cr_expect(fabs(d2r_data(u)[1] - 0.7) < 1e-12, "u[1] = %g",
+            d2r_data(u)[1]);
+  d2r_release(u);
+  cr_expect_null(d2r_reward_diagonal_pinv(y, 0.5, 0, -1));
+  cr_expect(strstr(d2r_error(), "null_weight"), "%s", d2r_error());
+  double same[4] = {2, 2, 2, 2};
+  d2r_tensor *flat = d2r_matrix(2, 2, same);
+  cr_expect_null(d2r_reward_diagonal_pinv(flat, 0.5, 0, 1));
+  cr_expect(strstr(d2r_error(), "do not vary"), "%s", d2r_error());
+  d2r_release(flat), d2r_release(y);
+}
