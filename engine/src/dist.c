@@ -160,17 +160,33 @@ static d2r_tensor *over_draws(d2r_tensor *t)
   return d2r_unsqueeze(t, 1);
 }
 
+/* The checks both samplers make; fills shape with [B, draws, n]. */
+static bool check_draws(d2r_rng *rng, const d2r_tensor *mean,
+                        const d2r_tensor *log_std, int64_t draws,
+                        const char *fn, int64_t *shape)
+{
+  if (!mean || !log_std || !check_gaussian(mean, log_std, fn))
+    return false;
+  if (!rng) {
+    d2r_fail("%s: no random generator", fn);
+    return false;
+  }
+  if (draws < 1) {
+    d2r_fail("%s: draws must be >= 1, got %lld", fn, (long long)draws);
+    return false;
+  }
+  shape[0] = d2r_dim(mean, 0);
+  shape[1] = draws;
+  shape[2] = d2r_dim(mean, 1);
+  return true;
+}
+
 d2r_tensor *d2r_gaussian_rsample(d2r_rng *rng, d2r_tensor *mean,
                                  d2r_tensor *log_std, int64_t draws)
 {
-  if (!mean || !log_std || !check_gaussian(mean, log_std, "gaussian_rsample"))
+  int64_t shape[3];
+  if (!check_draws(rng, mean, log_std, draws, "gaussian_rsample", shape))
     return NULL;
-  if (!rng)
-    return d2r_fail("gaussian_rsample: no random generator");
-  if (draws < 1)
-    return d2r_fail("gaussian_rsample: draws must be >= 1, got %lld",
-                    (long long)draws);
-  int64_t shape[3] = {d2r_dim(mean, 0), draws, d2r_dim(mean, 1)};
   /* No rows or no dimensions: nothing to draw. */
   if (shape[0] == 0 || shape[2] == 0)
     return d2r_zeros(3, shape);
@@ -219,17 +235,12 @@ static param_view param_of(const d2r_tensor *t)
 d2r_tensor *d2r_gaussian_sample(d2r_rng *rng, d2r_tensor *mean,
                                 d2r_tensor *log_std, int64_t draws)
 {
-  if (!mean || !log_std || !check_gaussian(mean, log_std, "gaussian_sample"))
+  int64_t shape[3];
+  if (!check_draws(rng, mean, log_std, draws, "gaussian_sample", shape))
     return NULL;
-  if (!rng)
-    return d2r_fail("gaussian_sample: no random generator");
-  if (draws < 1)
-    return d2r_fail("gaussian_sample: draws must be >= 1, got %lld",
-                    (long long)draws);
   /* eps in the order d2r_gaussian_rsample draws it, turned in place into
    * mean + exp(log_std) * eps: the same values, with no history. */
-  int64_t b = d2r_dim(mean, 0), n = d2r_dim(mean, 1);
-  int64_t shape[3] = {b, draws, n};
+  int64_t b = shape[0], n = shape[2];
   if (b == 0 || n == 0)
     return d2r_zeros(3, shape);   /* nothing to draw */
   d2r_tensor *out = d2r_rand_normal(rng, 3, shape, 0.0, 1.0);
