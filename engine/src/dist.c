@@ -45,6 +45,22 @@ d2r_tensor *d2r_class_indices_for(const d2r_tensor *t, int64_t classes,
   return out;
 }
 
+/* Per-class or per-dimension scratch of the loops below: on the stack for up to
+ * SMALL_DIMS dimensions (no allocation in a training step), on the heap
+ * beyond.  release_dims gives back what dims_buffer took. */
+enum { SMALL_DIMS = 256 };
+
+static double *dims_buffer(double *stack, int64_t n)
+{
+  return n <= SMALL_DIMS ? stack : malloc((size_t)n * sizeof(double));
+}
+
+static void release_dims(double *buf, const double *stack)
+{
+  if (buf != stack)
+    free(buf);
+}
+
 /* ---- categorical ----------------------------------------------------- */
 
 static bool check_logits(const d2r_tensor *logits, const char *fn)
@@ -58,6 +74,23 @@ static bool check_logits(const d2r_tensor *logits, const char *fn)
   return true;
 }
 
+/* log sum_k e^x_k of a contiguous row, computed as logsumexp computes it
+ * (the maximum plus the log of the shifted sum), so the fused loops
+ * below give the numbers the op chain gave. */
+static double row_lse(const double *x, int64_t c)
+{
+  double m = x[0];
+  for (int64_t k = 1; k < c; k++)
+    if (x[k] > m || (isnan(x[k]) && !isnan(m)))
+      m = x[k];
+  if (!isfinite(m))
+    return m;
+  double sum = 0;
+  for (int64_t k = 0; k < c; k++)
+    sum += exp(x[k] - m);
+  return m + log(sum);
+}
+
 d2r_tensor *d2r_categorical_probs(d2r_tensor *logits)
 {
   if (!logits || !check_logits(logits, "categorical_probs"))
@@ -65,46 +98,187 @@ d2r_tensor *d2r_categorical_probs(d2r_tensor *logits)
   return d2r_softmax(logits, 1);
 }
 
+/* Softmax, running sums and draws in one pass per row: sampling is not
+ * differentiated, and a chain of ops (a finiteness scan, logsumexp, a
+ * subtraction, exp, then the sampler's own checks) cost several passes
+ * and temporaries per step. */
 d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
                                    int64_t draws)
 {
-  if (!logits || !check_logits(logits, "categorical_sample"))
+  const char *fn = "categorical_sample";
+  if (!logits || !check_logits(logits, fn))
     return NULL;
   if (!rng)
-    return d2r_fail("categorical_sample: no random generator");
+    return d2r_fail("%s: no random generator", fn);
   if (draws < 1)
-    return d2r_fail("categorical_sample: draws must be >= 1, got %lld",
+    return d2r_fail("%s: draws must be >= 1, got %lld", fn,
                     (long long)draws);
-  if (d2r_count_nonfinite(logits) > 0)
-    return d2r_fail("categorical_sample: logits hold non-finite values");
-  /* The probabilities are computed off the graph: sampling is not
-   * differentiated. */
-  bool was = d2r_set_grad_enabled(false);
-  d2r_tensor *probs = d2r_softmax(logits, 1);
-  d2r_set_grad_enabled(was);
-  d2r_tensor *out = probs ? d2r_rand_categorical(rng, probs, draws) : NULL;
-  d2r_release(probs);
+  int64_t b = logits->shape[0], c = logits->shape[1];
+  int64_t shape[2] = {b, draws};
+  d2r_tensor *lc = d2r_contiguous(logits);
+  d2r_tensor *out = lc ? d2r_new(2, shape) : NULL;
+  double small[SMALL_DIMS];
+  double *cum = dims_buffer(small, c);
+  bool ok = out && cum;
+  if (lc && !ok)
+    d2r_fail("%s: out of memory", fn);
+  const double *x = ok ? d2r_data(lc) : NULL;
+  double *o = ok ? d2r_data(out) : NULL;
+  for (int64_t i = 0; ok && i < b; i++, x += c, o += draws) {
+    double lse = row_lse(x, c), total = 0;
+    for (int64_t k = 0; k < c; k++) {
+      if (!isfinite(x[k])) {
+        d2r_fail("%s: logits hold non-finite values", fn);
+        ok = false;
+        break;
+      }
+      total += exp(x[k] - lse);
+      cum[k] = total;
+    }
+    if (ok)
+      d2r_rng_draw_classes(rng, cum, c, draws, o);
+  }
+  release_dims(cum, small);
+  d2r_release(lc);
+  if (!ok) {
+    d2r_release(out);
+    return NULL;
+  }
   return out;
 }
 
+/* The failure of a sample that is not a class index (counting elements
+ * from 1). */
+static void bad_class(const char *fn, const char *what, double v,
+                      int64_t at, int64_t classes)
+{
+  d2r_fail("%s: %s: class index %g at element %lld is not an integer in "
+           "[0, %lld)", fn, what, v, (long long)at + 1, (long long)classes);
+}
+
+/* Whether v is an integer in [0, classes).  In range first, so the
+ * conversion is defined. */
+static inline bool is_class(double v, int64_t classes)
+{
+  return v >= 0 && v < (double)classes && v == (double)(int64_t)v;
+}
+
+/* The log-probability's backward from differentiable ops, for gradients
+ * that will be differentiated again: with w the output gradient, d/dx_k
+ * = sum_g w_g [s_g = k] - p_k sum_g w_g. */
+static int bw_cat_log_prob_graph(d2r_node *nd, d2r_tensor *g,
+                                 d2r_tensor **gin)
+{
+  d2r_tensor *logits = nd->in[0];
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *hits = d2r_keep(&s, d2r_scatter_add(2, logits->shape, 1,
+                                                  nd->aux, g));
+  d2r_tensor *p = d2r_keep(&s, d2r_softmax(logits, 1));
+  d2r_tensor *w = d2r_keep(&s, d2r_sum(g, 1, true));
+  d2r_tensor *pw = d2r_keep(&s, d2r_mul(p, w));
+  gin[0] = d2r_sub(hits, pw);
+  d2r_scope_end(&s);
+  return gin[0] ? 0 : -1;
+}
+
+/* The same gradient in one pass over the samples. */
+static int bw_cat_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
+{
+  if (d2r_grad_enabled())
+    return bw_cat_log_prob_graph(nd, g, gin);
+  d2r_tensor *logits = nd->in[0], *smp = nd->aux;
+  int64_t b = logits->shape[0], c = logits->shape[1];
+  int64_t draws = smp->shape[1];
+  d2r_tensor *lc = d2r_contiguous(logits), *gc = d2r_contiguous(g);
+  gin[0] = lc && gc ? d2r_new(2, logits->shape) : NULL;
+  bool ok = gin[0] != NULL;
+  if (ok) {
+    const double *x = d2r_data(lc), *pg = d2r_data(gc);
+    const double *ps = d2r_data(smp);
+    double *o = d2r_data(gin[0]);
+    for (int64_t i = 0; ok && i < b; i++, x += c, o += c) {
+      double lse = row_lse(x, c), w = 0;
+      for (int64_t j = 0; j < draws; j++)
+        w += pg[j];
+      for (int64_t k = 0; k < c; k++)
+        o[k] = -exp(x[k] - lse) * w;
+      for (int64_t j = 0; ok && j < draws; j++) {
+        /* Checked again: the samples' storage is shared with the
+         * caller, who may have written to it since. */
+        ok = is_class(ps[j], c);
+        if (ok)
+          o[(int64_t)ps[j]] += pg[j];
+        else
+          bad_class("categorical_log_prob backward", "samples", ps[j],
+                    i * draws + j, c);
+      }
+      pg += draws;
+      ps += draws;
+    }
+  }
+  if (!ok) {
+    d2r_release(gin[0]);
+    gin[0] = NULL;
+  }
+  d2r_release(lc);
+  d2r_release(gc);
+  return ok ? 0 : -1;
+}
+
+/* log p(s) = x_s - logsumexp(x) per sample in one pass, one graph node
+ * whose backward is one pass too (the op chain checked the indices
+ * twice and gathered, then scattered the gradient back). */
 d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
                                      const d2r_tensor *samples)
 {
-  if (!logits || !samples || !check_logits(logits, "categorical_log_prob"))
+  const char *fn = "categorical_log_prob";
+  if (!logits || !samples || !check_logits(logits, fn))
     return NULL;
   int64_t b = d2r_dim(logits, 0), c = d2r_dim(logits, 1);
   if (d2r_ndim(samples) != 2 || d2r_dim(samples, 0) != b) {
     char buf[64];
-    return d2r_fail("categorical_log_prob: samples must be [%lld, G], "
-                    "got %s", (long long)b,
-                    d2r_shape_str(samples, buf, sizeof buf));
+    return d2r_fail("%s: samples must be [%lld, G], got %s", fn,
+                    (long long)b, d2r_shape_str(samples, buf, sizeof buf));
   }
-  d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *idx = d2r_keep(&s, d2r_class_indices_for(samples, c,
-                                        "categorical_log_prob", "samples"));
-  d2r_tensor *lsm = d2r_keep(&s, idx ? d2r_log_softmax(logits, 1) : NULL);
-  d2r_tensor *out = d2r_gather(lsm, 1, idx);
-  d2r_scope_end(&s);
+  int64_t draws = d2r_dim(samples, 1);
+  /* The samples are data, never differentiated: a detached contiguous
+   * copy (or view) is what the node keeps. */
+  d2r_tensor *sc = d2r_contiguous((d2r_tensor *)samples);
+  d2r_tensor *si = sc ? d2r_detach(sc) : NULL;
+  d2r_release(sc);
+  d2r_tensor *lc = si ? d2r_contiguous(logits) : NULL;
+  d2r_tensor *out = lc ? d2r_new(2, samples->shape) : NULL;
+  bool ok = out != NULL;
+  const double *x = ok ? d2r_data(lc) : NULL, *ps = ok ? d2r_data(si)
+                                                      : NULL;
+  double *o = ok ? d2r_data(out) : NULL;
+  for (int64_t i = 0; ok && i < b; i++, x += c) {
+    double lse = row_lse(x, c);
+    for (int64_t j = 0; j < draws; j++, ps++, o++) {
+      if (!is_class(*ps, c)) {
+        bad_class(fn, "samples", *ps, i * draws + j, c);
+        ok = false;
+        break;
+      }
+      *o = x[(int64_t)*ps] - lse;
+    }
+  }
+  d2r_release(lc);
+  if (ok && d2r_detect_anomaly_enabled() && d2r_count_nonfinite(out) > 0 &&
+      d2r_count_nonfinite(logits) == 0) {
+    d2r_fail("anomaly: %s produced a non-finite value from finite inputs",
+             fn);
+    ok = false;
+  }
+  if (!ok) {
+    d2r_release(si);
+    d2r_release(out);
+    return NULL;
+  }
+  out = d2r_record(out, fn, bw_cat_log_prob, 1, &logits);
+  if (out && out->node)
+    out->node->aux = d2r_retain(si);
+  d2r_release(si);
   return out;
 }
 
@@ -199,22 +373,6 @@ d2r_tensor *d2r_gaussian_rsample(d2r_rng *rng, d2r_tensor *mean,
   d2r_tensor *out = d2r_add(mu, noise);
   d2r_scope_end(&s);
   return out;
-}
-
-/* Per-dimension scratch of the Gaussian loops: on the stack for up to
- * SMALL_DIMS dimensions (no allocation in a training step), on the heap
- * beyond.  release_dims gives back what dims_buffer took. */
-enum { SMALL_DIMS = 256 };
-
-static double *dims_buffer(double *stack, int64_t n)
-{
-  return n <= SMALL_DIMS ? stack : malloc((size_t)n * sizeof(double));
-}
-
-static void release_dims(double *buf, const double *stack)
-{
-  if (buf != stack)
-    free(buf);
 }
 
 /* Element (b, j) of a mean or log-std parameter at p[b * s0 + j * s1]:

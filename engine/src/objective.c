@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "tensor_impl.h"
+
 /* ---- helpers --------------------------------------------------------- */
 
 /* The kind of a reward matrix for n dimensions: 0 for a scalar u
@@ -185,6 +187,63 @@ static bool check_onehot_shapes(const d2r_tensor *samples,
   return false;
 }
 
+/* Whether v is an integer in [0, classes), else false with the message
+ * the op chain's index check gives.  In range first, so the conversion
+ * is defined. */
+static bool class_ok(double v, int64_t at, int64_t classes,
+                     const char *what)
+{
+  if (v >= 0 && v < (double)classes && v == (double)(int64_t)v)
+    return true;
+  d2r_fail("onehot_reward: %s: class index %g at element %lld is not an "
+           "integer in [0, %lld)", what, v, (long long)at + 1,
+           (long long)classes);
+  return false;
+}
+
+/* The reward in one pass over [B, G] when U is not differentiated: the
+ * same arithmetic as onehot_quad, without its chain of temporaries. */
+static d2r_tensor *onehot_values(const d2r_tensor *samples,
+                                 const d2r_tensor *labels, int64_t classes,
+                                 d2r_tensor *U, int kind)
+{
+  int64_t b = d2r_dim(samples, 0), draws = d2r_dim(samples, 1);
+  d2r_tensor *sc = d2r_contiguous((d2r_tensor *)samples);
+  d2r_tensor *lc = sc ? d2r_contiguous((d2r_tensor *)labels) : NULL;
+  d2r_tensor *uc = lc ? d2r_contiguous(U) : NULL;
+  d2r_tensor *out = uc ? d2r_empty(2, d2r_shape(samples)) : NULL;
+  bool ok = out != NULL;
+  const double *ps = ok ? d2r_data(sc) : NULL, *pl = ok ? d2r_data(lc)
+                                                        : NULL;
+  const double *u = ok ? d2r_data(uc) : NULL;
+  double *o = ok ? d2r_data(out) : NULL;
+  for (int64_t i = 0; ok && i < b; i++) {
+    ok = class_ok(pl[i], i, classes, "labels");
+    int64_t y = ok ? (int64_t)pl[i] : 0;
+    for (int64_t j = 0; ok && j < draws; j++, ps++, o++) {
+      ok = class_ok(*ps, i * draws + j, classes, "samples");
+      int64_t k = ok ? (int64_t)*ps : 0;
+      double wrong = k != y, q;
+      if (kind == 0)
+        q = u[0] * 2.0;
+      else if (kind == 1)
+        q = u[k] + u[y];
+      else
+        q = (u[k * classes + k] + u[y * classes + y]) -
+            (u[y * classes + k] + u[k * classes + y]);
+      *o = -(wrong * q);
+    }
+  }
+  d2r_release(sc);
+  d2r_release(lc);
+  d2r_release(uc);
+  if (!ok) {
+    d2r_release(out);
+    return NULL;
+  }
+  return out;
+}
+
 d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
                               const d2r_tensor *labels, int64_t classes,
                               d2r_tensor *U)
@@ -196,6 +255,8 @@ d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
   int kind = u_kind(U, classes, fn);
   if (kind < 0)
     return NULL;
+  if (!(d2r_grad_enabled() && d2r_requires_grad(U)))
+    return onehot_values(samples, labels, classes, U, kind);
   d2r_scope s = D2R_SCOPE_INIT;
   d2r_tensor *smp = d2r_keep(&s, d2r_class_indices_for(samples, classes,
                                                        fn, "samples"));
@@ -379,12 +440,62 @@ static bool check_reward(const d2r_tensor *reward, const d2r_pg_options *o)
   return false;
 }
 
+/* Whether the transform and baseline can run as the loop of
+ * transform_rows: constant rewards, a non-empty group and a baseline
+ * other than mean_std (whose guard against a zero spread stays with the
+ * op chain). */
+static bool plain_rows(const d2r_tensor *reward, const d2r_pg_options *o)
+{
+  return !o->reward_grad && o->baseline != D2R_BASELINE_MEAN_STD &&
+         d2r_dim(reward, 1) > 0;
+}
+
+/* The transformed and baselined rewards as a fresh constant tensor, one
+ * row at a time, with the arithmetic of apply_transform and
+ * apply_baseline's op chains (the same sums in the same order), so the
+ * numbers are the chain's. */
+static d2r_tensor *transform_rows(d2r_tensor *reward, const d2r_pg_options *o)
+{
+  int64_t b = d2r_dim(reward, 0), g = d2r_dim(reward, 1);
+  d2r_tensor *out = d2r_empty(2, d2r_shape(reward));
+  if (!out || d2r_copy_(out, reward) != 0) {
+    d2r_release(out);
+    return NULL;
+  }
+  double *t = d2r_data(out);
+  double loo = 1.0 / ((double)g - 1.0), mean = 1.0 / (double)g;
+  for (int64_t i = 0; i < b; i++, t += g) {
+    if (o->transform == D2R_TRANSFORM_MIN_SHIFT) {
+      double m = t[0];
+      for (int64_t j = 1; j < g; j++)
+        m = t[j] < m ? t[j] : m;
+      for (int64_t j = 0; j < g; j++)
+        t[j] = t[j] - m;
+    } else if (o->transform == D2R_TRANSFORM_RBF) {
+      for (int64_t j = 0; j < g; j++)
+        t[j] = exp(t[j] * o->gamma);
+    }
+    if (o->baseline == D2R_BASELINE_MEAN) {
+      double m = d2r_sum_lanes(t, g) * mean;
+      for (int64_t j = 0; j < g; j++)
+        t[j] = t[j] - m;
+    } else if (o->baseline == D2R_BASELINE_LOO) {
+      double sum = d2r_sum_lanes(t, g);
+      for (int64_t j = 0; j < g; j++)
+        t[j] = t[j] - (sum - t[j]) * loo;
+    }
+  }
+  return out;
+}
+
 d2r_tensor *d2r_pg_transform(d2r_tensor *reward, const d2r_pg_options *opt)
 {
   d2r_pg_options def = D2R_PG_OPTIONS_INIT;
   const d2r_pg_options *o = opt ? opt : &def;
   if (!reward || !check_options(o) || !check_reward(reward, o))
     return NULL;
+  if (plain_rows(reward, o))
+    return transform_rows(reward, o);
   /* The rewards are constants for every gradient (work off the graph),
    * unless the caller differentiates through the reward's parameters. */
   bool was = d2r_set_grad_enabled(o->reward_grad &&
@@ -470,6 +581,60 @@ static void fill_stats(d2r_pg_stats *st, d2r_tensor *reward, d2r_tensor *rt,
   st->entropy_mean = mean_value(entropy);
 }
 
+/* The score-function term's backward, d/dlogp = -g rt / N, from
+ * differentiable ops when the gradient will be differentiated again. */
+static int bw_score_term(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
+{
+  if (d2r_grad_enabled()) {
+    d2r_tensor *w = d2r_muls(g, nd->s[0]);
+    d2r_tensor *t = w ? d2r_mul(w, nd->aux) : NULL;
+    gin[0] = t ? d2r_neg(t) : NULL;
+    d2r_release(w);
+    d2r_release(t);
+    return gin[0] ? 0 : -1;
+  }
+  d2r_tensor *lp = nd->in[0];
+  gin[0] = d2r_new(lp->ndim, lp->shape);
+  if (!gin[0])
+    return -1;
+  double w = d2r_item(g) * nd->s[0];
+  const double *rt = d2r_data(nd->aux);
+  double *o = d2r_data(gin[0]);
+  for (int64_t k = 0; k < lp->numel; k++)
+    o[k] = -(w * rt[k]);
+  return 0;
+}
+
+/*
+ * mean(-logp * rt) for constant rt as one node and one pass each way
+ * (the chain was a negation, a product, a sum and a scaling, and as
+ * many passes back).  The products are summed as the chain's mean sums
+ * them, so the value is the chain's to the last bit.
+ */
+static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt)
+{
+  d2r_tensor *lc = d2r_contiguous(logp);
+  d2r_tensor *prod = lc ? d2r_new(lc->ndim, lc->shape) : NULL;
+  if (!prod) {
+    d2r_release(lc);
+    return NULL;
+  }
+  const double *lp = d2r_data(lc), *r = d2r_data(rt);
+  double *pr = d2r_data(prod);
+  for (int64_t k = 0; k < lc->numel; k++)
+    pr[k] = -lp[k] * r[k];
+  double scale = 1.0 / (double)lc->numel;
+  d2r_tensor *out = d2r_scalar(d2r_sum_lanes(pr, lc->numel) * scale);
+  d2r_release(prod);
+  d2r_release(lc);
+  out = d2r_record(out, "pg_surrogate", bw_score_term, 1, &logp);
+  if (out && out->node) {
+    out->node->aux = d2r_retain(rt);
+    out->node->s[0] = scale;
+  }
+  return out;
+}
+
 d2r_tensor *d2r_pg_surrogate(d2r_tensor *logp, d2r_tensor *reward,
                              d2r_tensor *entropy, double lambda,
                              const d2r_pg_options *opt, d2r_pg_stats *stats)
@@ -482,11 +647,15 @@ d2r_tensor *d2r_pg_surrogate(d2r_tensor *logp, d2r_tensor *reward,
   const d2r_pg_options *o = opt ? opt : &def;
   d2r_scope s = D2R_SCOPE_INIT;
   d2r_tensor *rt = d2r_keep(&s, d2r_pg_transform(reward, o));
-  d2r_tensor *nlp = d2r_keep(&s, rt ? d2r_neg(logp) : NULL);
-  if (o->clip > 0)
-    nlp = d2r_keep(&s, d2r_clamp(nlp, -o->clip, o->clip));
-  d2r_tensor *pg = d2r_keep(&s, d2r_mean_all(d2r_keep(&s, d2r_mul(nlp,
-                                                                   rt))));
+  d2r_tensor *pg = NULL;
+  if (rt && o->clip == 0 && plain_rows(reward, o) && logp->numel > 0) {
+    pg = d2r_keep(&s, score_term(logp, rt));
+  } else {
+    d2r_tensor *nlp = d2r_keep(&s, rt ? d2r_neg(logp) : NULL);
+    if (o->clip > 0)
+      nlp = d2r_keep(&s, d2r_clamp(nlp, -o->clip, o->clip));
+    pg = d2r_keep(&s, d2r_mean_all(d2r_keep(&s, d2r_mul(nlp, rt))));
+  }
   d2r_tensor *out = d2r_retain(add_entropy(&s, pg, entropy, lambda));
   if (out)
     fill_stats(stats, reward, rt, entropy);

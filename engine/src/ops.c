@@ -592,6 +592,19 @@ int64_t d2r_count_nonfinite(const d2r_tensor *t) {
 
 typedef enum { R_SUM, R_MAX, R_MIN, R_ARGMAX, R_LSE } rkind;
 
+double d2r_sum_lanes(const double *x, int64_t n) {
+  /* Eight running sums, added at the end: a single one waits on the
+   * latency of every addition before it. */
+  double lane[8] = {0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int k = 0; k < 8; k++) lane[k] += x[j + k];
+  double acc = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+               ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  for (; j < n; j++) acc += x[j];
+  return acc;
+}
+
 /* Reduces contiguous x viewed as [outer, n, inner] along the middle.
  * Rows of x are read in memory order (the inner axis innermost), so a
  * sum over the batch of a [B, k] gradient streams through it once, each
@@ -603,16 +616,7 @@ static void reduce_kernel(rkind kind, const double *x, int64_t outer,
     const double *xa = x + a * n * inner;
     double *oa = o + a * inner;
     if (kind == R_SUM && inner == 1) {
-      /* Eight running sums, added at the end: a single one waits on the
-       * latency of every addition before it. */
-      double lane[8] = {0};
-      int64_t j = 0;
-      for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) lane[k] += xa[j + k];
-      double acc = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-                   ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-      for (; j < n; j++) acc += xa[j];
-      oa[0] = acc;
+      oa[0] = d2r_sum_lanes(xa, n);
       continue;
     }
     if (kind == R_SUM) {

@@ -263,6 +263,19 @@ static int64_t search_cdf(const double *cum, int64_t c, double u) {
   return lo;
 }
 
+void d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
+                          int64_t draws, double *out) {
+  double total = cum[c - 1];
+  if (c == 2) {
+    /* Two classes: the search is one comparison. */
+    for (int64_t j = 0; j < draws; j++)
+      out[j] = (double)search_cdf(cum, 2, gsl_rng_uniform(r->g) * total);
+    return;
+  }
+  for (int64_t j = 0; j < draws; j++)
+    out[j] = (double)search_cdf(cum, c, gsl_rng_uniform(r->g) * total);
+}
+
 d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
                                  int64_t draws) {
   if (!probs)
@@ -290,10 +303,7 @@ d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
       out = NULL;
       break;
     }
-    for (int64_t j = 0; j < draws; j++) {
-      double u = gsl_rng_uniform(r->g) * cum[c - 1];
-      o[b * draws + j] = (double)search_cdf(cum, c, u);
-    }
+    d2r_rng_draw_classes(r, cum, c, draws, o + b * draws);
   }
   if (cum != small)
     free(cum);

@@ -98,6 +98,10 @@ bool d2r_check_shape(int ndim, const int64_t *shape, const char *fn);
 /* Whether the product of the sizes (zeros counted as 1) stays within the
  * largest tensor d2r allows. */
 bool d2r_shape_fits(int ndim, const int64_t *shape);
+/* The sum of x[0..n) in the order every sum along a last axis uses
+ * (eight interleaved partial sums), so a fused loop can reproduce the
+ * op chain's numbers exactly. */
+double d2r_sum_lanes(const double *x, int64_t n);
 /* Broadcast shape of a and b into out; false with an error if none. */
 bool d2r_broadcast_shape(const d2r_tensor *a, const d2r_tensor *b, int *ndim,
                          int64_t *shape, const char *fn);

@@ -174,6 +174,60 @@ Test(dist, categorical_sample_reproducible)
   d2r_scope_end(&s);
 }
 
+/* The fused sampler draws exactly what the generic one draws from the
+ * softmax probabilities, for 1, 2, 3 and 7 classes and strided logits. */
+Test(dist, categorical_sample_matches_rand_categorical)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  int64_t classes[4] = {1, 2, 3, 7};
+  for (int t = 0; t < 4; t++) {
+    int64_t c = classes[t], wide[2] = {5, 2 * c};
+    d2r_rng *g = d2r_rng_new(99 + t);
+    d2r_tensor *z = K(d2r_rand_normal(g, 2, wide, 0, 2));
+    d2r_tensor *logits = K(d2r_slice(z, 1, 0, 2 * c, 2));
+    d2r_rng *r1 = d2r_rng_new(5 + t), *r2 = d2r_rng_new(5 + t);
+    d2r_tensor *a = K(d2r_categorical_sample(r1, logits, 300));
+    d2r_tensor *p = K(d2r_softmax(logits, 1));
+    d2r_tensor *b = K(d2r_rand_categorical(r2, p, 300));
+    cr_assert_not_null(a, "%s", d2r_error());
+    expect_values(a, d2r_data(b), 5 * 300, 0.0, "fused vs generic");
+    d2r_rng_free(g), d2r_rng_free(r1), d2r_rng_free(r2);
+  }
+  d2r_scope_end(&s);
+}
+
+/* Samples changed to a non-class after log_prob: the backward pass
+ * reports it instead of writing outside the gradient. */
+Test(dist, categorical_log_prob_samples_changed)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double smp[6] = {0, 2, 2, 1, 1, 0};
+  d2r_tensor *logits = K(tensor2(2, 3, LOGITS));
+  cr_assert_eq(d2r_set_requires_grad(logits, true), 0);
+  d2r_tensor *samples = K(tensor2(2, 3, smp));
+  d2r_tensor *lp = K(d2r_sum_all(K(d2r_categorical_log_prob(logits,
+                                                             samples))));
+  d2r_data(samples)[4] = 1e9;
+  d2r_tensor *g = NULL;
+  cr_assert_neq(d2r_autograd(1, &lp, NULL, 1, &logits, false, false, &g),
+                0, "a backward through changed samples must fail");
+  cr_expect(strstr(d2r_error(), "1e+09 at element 5") != NULL, "%s",
+            d2r_error());
+  d2r_scope_end(&s);
+}
+
+/* Draws for no rows are an empty [0, G] tensor. */
+Test(dist, categorical_sample_no_rows)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  int64_t sh[2] = {0, 3}, want[2] = {0, 4};
+  d2r_rng *rng = d2r_rng_new(1);
+  expect_shape(K(d2r_categorical_sample(rng, K(d2r_zeros(2, sh)), 4)), 2,
+               want);
+  d2r_rng_free(rng);
+  d2r_scope_end(&s);
+}
+
 Test(dist, categorical_errors)
 {
   d2r_scope s = D2R_SCOPE_INIT;

@@ -162,6 +162,34 @@ Test(objective, onehot_matches_vector_reward)
   d2r_scope_end(&s);
 }
 
+/* With U a constant the reward is one loop instead of the op chain: the
+ * same values, bit for bit, for each kind of U, and the same checks of
+ * samples and labels. */
+Test(objective, onehot_constant_u_matches_graph)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *smp = K(tensor2(3, 5, SMP)), *lab = K(d2r_vector(3, LAB));
+  int64_t sq[2] = {4, 4};
+  d2r_tensor *cs[3] = {K(d2r_scalar(0.7)), K(d2r_vector(4, D4)),
+                       K(d2r_from_data(2, sq, U4))};
+  d2r_tensor *ls[3] = {K(leaf(d2r_scalar(0.7))), K(leaf(d2r_vector(4, D4))),
+                       K(leaf(d2r_from_data(2, sq, U4)))};
+  for (int k = 0; k < 3; k++) {
+    d2r_tensor *a = K(d2r_onehot_reward(smp, lab, 4, cs[k]));
+    d2r_tensor *b = K(d2r_contiguous(K(d2r_onehot_reward(smp, lab, 4,
+                                                         ls[k]))));
+    cr_assert_not_null(a, "%s", d2r_error());
+    cr_assert(!d2r_requires_grad(a), "a constant U gives a constant");
+    expect_values(a, d2r_data(b), 15, 0.0, "loop vs graph");
+  }
+  double frac[2] = {0, 0.5}, big[2] = {1, 4};
+  expect_error(d2r_onehot_reward(K(tensor2(2, 1, frac)), K(d2r_vector(2,
+               LAB)), 4, cs[0]), "samples: class index 0.5 at element 2");
+  expect_error(d2r_onehot_reward(K(tensor2(2, 1, LAB)), K(d2r_vector(2,
+               big)), 4, cs[2]), "labels: class index 4 at element 2");
+  d2r_scope_end(&s);
+}
+
 /* ---- likelihood losses ----------------------------------------------- */
 
 /* CE = -(1/2) [(3 - log(e + e^2 + e^3)) + (0 - log 3)], gradient
@@ -479,6 +507,69 @@ Test(objective, pg_gradient_is_reinforce)
     expect_values(g, num, 6, 1e-8, "finite differences");
     d2r_scope_end(&s);
   }
+}
+
+/* The surrogate of logits z [3, 5] with G = 11 draws (the eight-lane
+ * sums have a tail), constant rewards, and opt; L and its gradient in z,
+ * the gradient built as a graph (create_graph) when `second`, in which
+ * case gz holds d/dz sum((dL/dz)^2) instead. */
+static void surrogate_and_grads(const d2r_pg_options *o, bool second,
+                                double *loss, double *gz)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  int64_t zs[2] = {3, 5}, gs[2] = {3, 11};
+  d2r_rng *rng = d2r_rng_new(17);
+  d2r_tensor *z = K(leaf(d2r_rand_normal(rng, 2, zs, 0, 1)));
+  d2r_tensor *smp = K(d2r_categorical_sample(rng, z, 11));
+  d2r_tensor *r = K(d2r_rand_normal(rng, 2, gs, 0, 1));
+  d2r_tensor *lp = K(d2r_categorical_log_prob(z, smp));
+  d2r_tensor *h = K(d2r_categorical_entropy(z));
+  d2r_tensor *l = K(d2r_pg_surrogate(lp, r, h, 0.3, o, NULL));
+  cr_assert_not_null(l, "%s", d2r_error());
+  *loss = d2r_item(l);
+  d2r_tensor *g = NULL;
+  cr_assert_eq(d2r_autograd(1, &l, NULL, 1, &z, second, false, &g), 0,
+               "%s", d2r_error());
+  K(g);
+  if (second) {
+    d2r_tensor *sq = K(d2r_sum_all(K(d2r_square(g))));
+    cr_assert_eq(d2r_autograd(1, &sq, NULL, 1, &z, false, false, &g), 0,
+                 "%s", d2r_error());
+    K(g);
+  }
+  memcpy(gz, d2r_data(K(d2r_contiguous(g))), 15 * sizeof *gz);
+  d2r_rng_free(rng);
+  d2r_scope_end(&s);
+}
+
+/* With constant rewards the surrogate is one fused node: its value, its
+ * gradient and a second derivative through its gradient equal the op
+ * chain's (taken with reward_grad on) bit for bit, for each transform
+ * and every baseline the fused loop serves. */
+Test(objective, pg_surrogate_fused_matches_chain)
+{
+  d2r_transform ts[3] = {D2R_TRANSFORM_NONE, D2R_TRANSFORM_MIN_SHIFT,
+                         D2R_TRANSFORM_RBF};
+  d2r_baseline bs[3] = {D2R_BASELINE_NONE, D2R_BASELINE_MEAN,
+                        D2R_BASELINE_LOO};
+  for (int t = 0; t < 3; t++)
+    for (int b = 0; b < 3; b++)
+      for (int second = 0; second < 2; second++) {
+        d2r_pg_options o = d2r_pg_options_default();
+        o.transform = ts[t];
+        o.baseline = bs[b];
+        o.gamma = 0.4;
+        double lf, lc, gf[15], gc[15];
+        surrogate_and_grads(&o, second, &lf, gf);
+        o.reward_grad = true;
+        surrogate_and_grads(&o, second, &lc, gc);
+        cr_expect(lf == lc, "transform %d baseline %d: L %.17g vs %.17g", t,
+                  b, lf, lc);
+        for (int k = 0; k < 15; k++)
+          cr_expect(gf[k] == gc[k], "transform %d baseline %d order %d "
+                    "[%d]: %.17g vs %.17g", t, b, second + 1, k, gf[k],
+                    gc[k]);
+      }
 }
 
 /* ---- pathwise surrogate ---------------------------------------------- */
