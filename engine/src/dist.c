@@ -156,11 +156,15 @@ static void bad_class(const char *fn, const char *what, double v,
            "[0, %lld)", fn, what, v, (long long)at + 1, (long long)classes);
 }
 
-/* Whether v is an integer in [0, classes).  In range first, so the
- * conversion is defined. */
-static inline bool is_class(double v, int64_t classes)
+/* Whether every sample in s[0..n) is a class index; else false with
+ * bad_class's message. */
+static bool all_classes(const char *fn, const double *s, int64_t n,
+                        int64_t classes)
 {
-  return v >= 0 && v < (double)classes && v == (double)(int64_t)v;
+  int64_t bad = d2r_first_nonindex(s, n, classes);
+  if (bad >= 0)
+    bad_class(fn, "samples", s[bad], bad, classes);
+  return bad < 0;
 }
 
 /* The log-probability's backward from differentiable ops, for gradients
@@ -191,26 +195,30 @@ static int bw_cat_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
   int64_t draws = smp->shape[1];
   d2r_tensor *lc = d2r_contiguous(logits), *gc = d2r_contiguous(g);
   gin[0] = lc && gc ? d2r_new(2, logits->shape) : NULL;
-  bool ok = gin[0] != NULL;
+  /* Checked again: the samples' storage is shared with the caller, who
+   * may have written to it since the forward pass. */
+  bool ok = gin[0] && all_classes("categorical_log_prob backward",
+                                  d2r_data(smp), b * draws, c);
   if (ok) {
     const double *x = d2r_data(lc), *pg = d2r_data(gc);
     const double *ps = d2r_data(smp);
     double *o = d2r_data(gin[0]);
-    for (int64_t i = 0; ok && i < b; i++, x += c, o += c) {
-      double lse = row_lse(x, c), w = 0;
+    for (int64_t i = 0; i < b; i++, x += c, o += c) {
+      double lse = row_lse(x, c), w = 0, w1 = 0;
       for (int64_t j = 0; j < draws; j++)
         w += pg[j];
       for (int64_t k = 0; k < c; k++)
         o[k] = -exp(x[k] - lse) * w;
-      for (int64_t j = 0; ok && j < draws; j++) {
-        /* Checked again: the samples' storage is shared with the
-         * caller, who may have written to it since. */
-        ok = is_class(ps[j], c);
-        if (ok)
+      if (c == 2) {
+        /* The weight on class 1 as a dot product (a sample is 0 or 1):
+         * no chain of additions into the same two places. */
+        for (int64_t j = 0; j < draws; j++)
+          w1 += ps[j] * pg[j];
+        o[0] += w - w1;
+        o[1] += w1;
+      } else {
+        for (int64_t j = 0; j < draws; j++)
           o[(int64_t)ps[j]] += pg[j];
-        else
-          bad_class("categorical_log_prob backward", "samples", ps[j],
-                    i * draws + j, c);
       }
       pg += draws;
       ps += draws;
@@ -248,20 +256,14 @@ d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
   d2r_release(sc);
   d2r_tensor *lc = si ? d2r_contiguous(logits) : NULL;
   d2r_tensor *out = lc ? d2r_new(2, samples->shape) : NULL;
-  bool ok = out != NULL;
+  bool ok = out && all_classes(fn, d2r_data(si), b * draws, c);
   const double *x = ok ? d2r_data(lc) : NULL, *ps = ok ? d2r_data(si)
                                                       : NULL;
   double *o = ok ? d2r_data(out) : NULL;
   for (int64_t i = 0; ok && i < b; i++, x += c) {
     double lse = row_lse(x, c);
-    for (int64_t j = 0; j < draws; j++, ps++, o++) {
-      if (!is_class(*ps, c)) {
-        bad_class(fn, "samples", *ps, i * draws + j, c);
-        ok = false;
-        break;
-      }
+    for (int64_t j = 0; j < draws; j++, ps++, o++)
       *o = x[(int64_t)*ps] - lse;
-    }
   }
   d2r_release(lc);
   if (ok && d2r_detect_anomaly_enabled() && d2r_count_nonfinite(out) > 0 &&

@@ -187,16 +187,16 @@ static bool check_onehot_shapes(const d2r_tensor *samples,
   return false;
 }
 
-/* Whether v is an integer in [0, classes), else false with the message
- * the op chain's index check gives.  In range first, so the conversion
- * is defined. */
-static bool class_ok(double v, int64_t at, int64_t classes,
-                     const char *what)
+/* Whether v[0..n) are all integers in [0, classes), else false with the
+ * message the op chain's index check gives. */
+static bool classes_ok(const double *v, int64_t n, int64_t classes,
+                       const char *what)
 {
-  if (v >= 0 && v < (double)classes && v == (double)(int64_t)v)
+  int64_t at = d2r_first_nonindex(v, n, classes);
+  if (at < 0)
     return true;
   d2r_fail("onehot_reward: %s: class index %g at element %lld is not an "
-           "integer in [0, %lld)", what, v, (long long)at + 1,
+           "integer in [0, %lld)", what, v[at], (long long)at + 1,
            (long long)classes);
   return false;
 }
@@ -212,17 +212,17 @@ static d2r_tensor *onehot_values(const d2r_tensor *samples,
   d2r_tensor *lc = sc ? d2r_contiguous((d2r_tensor *)labels) : NULL;
   d2r_tensor *uc = lc ? d2r_contiguous(U) : NULL;
   d2r_tensor *out = uc ? d2r_empty(2, d2r_shape(samples)) : NULL;
-  bool ok = out != NULL;
+  bool ok = out && classes_ok(d2r_data(sc), b * draws, classes,
+                              "samples") &&
+            classes_ok(d2r_data(lc), b, classes, "labels");
   const double *ps = ok ? d2r_data(sc) : NULL, *pl = ok ? d2r_data(lc)
                                                         : NULL;
   const double *u = ok ? d2r_data(uc) : NULL;
   double *o = ok ? d2r_data(out) : NULL;
   for (int64_t i = 0; ok && i < b; i++) {
-    ok = class_ok(pl[i], i, classes, "labels");
-    int64_t y = ok ? (int64_t)pl[i] : 0;
-    for (int64_t j = 0; ok && j < draws; j++, ps++, o++) {
-      ok = class_ok(*ps, i * draws + j, classes, "samples");
-      int64_t k = ok ? (int64_t)*ps : 0;
+    int64_t y = (int64_t)pl[i];
+    for (int64_t j = 0; j < draws; j++, ps++, o++) {
+      int64_t k = (int64_t)*ps;
       double wrong = k != y, q;
       if (kind == 0)
         q = u[0] * 2.0;

@@ -98,6 +98,9 @@ bool d2r_check_shape(int ndim, const int64_t *shape, const char *fn);
 /* Whether the product of the sizes (zeros counted as 1) stays within the
  * largest tensor d2r allows. */
 bool d2r_shape_fits(int ndim, const int64_t *shape);
+/* The position of the first of v[0..n) that is not an integer in
+ * [0, bound), or -1 when all are: index checks in one vectorised pass. */
+int64_t d2r_first_nonindex(const double *v, int64_t n, int64_t bound);
 /* The sum of x[0..n) in the order every sum along a last axis uses
  * (eight interleaved partial sums), so a fused loop can reproduce the
  * op chain's numbers exactly. */

@@ -278,22 +278,60 @@ d2r_tensor *d2r_expand(d2r_tensor *t, int ndim, const int64_t *shape) {
 
 /* ---- row gather and its adjoint ----------------------------------------- */
 
+/* Whether v is an integer in [0, bound).  In range first, so the
+ * conversion is defined (and it is much cheaper than floor, a library
+ * call on baseline x86-64). */
+static bool is_index(double v, int64_t bound) {
+  return v >= 0 && v < (double)bound && v == (double)(int64_t)v;
+}
+
+/* 2^52: below it, (c + 2^52) - 2^52 rounds c to an integer. */
+#define ROUNDER 4503599627370496.0
+
+/* |x - r| for r the nearest integer to x clamped into [0, bound - 1]:
+ * zero exactly when x is an index (-0 counts as 0), positive, infinite
+ * or NaN otherwise.  Plain double arithmetic, so the loop below is
+ * vector code. */
+static inline double index_gap(double x, double last) {
+  double c = x > 0 ? x : 0;  /* NaN clamps to 0 */
+  c = c < last ? c : last;
+  return fabs(x - ((c + ROUNDER) - ROUNDER));
+}
+
+int64_t d2r_first_nonindex(const double *v, int64_t n, int64_t bound) {
+  /* Blocks of 64 whose gaps are summed in eight lanes (any culprit
+   * leaves a non-zero sum); only a failing block is scanned again for
+   * its first culprit.  Bounds beyond 2^52 take the scalar check. */
+  double last = (double)bound - 1;
+  bool exact = bound >= 1 && bound <= ((int64_t)1 << 52);
+  for (int64_t at = 0; at < n; at += 64) {
+    int64_t end = n - at < 64 ? n : at + 64, i = at;
+    double lane[8] = {0}, gap = exact ? 0 : 1;
+    for (; exact && i + 8 <= end; i += 8)
+      for (int k = 0; k < 8; k++) lane[k] += index_gap(v[i + k], last);
+    for (; exact && i < end; i++) gap += index_gap(v[i], last);
+    for (int k = 0; k < 8; k++) gap += lane[k];
+    if (gap == 0) continue;
+    for (i = at; i < end; i++)
+      if (!is_index(v[i], bound)) return i;
+  }
+  return -1;
+}
+
 int d2r_check_index(const d2r_tensor *idx, int64_t bound, const char *fn) {
   if (!idx) return -1;
   d2r_tensor *x = (d2r_tensor *)idx;
-  bool flat = d2r_is_contiguous(x);
-  const double *p = flat ? d2r_data(x) : NULL;
-  for (int64_t i = 0; i < x->numel; i++) {
-    double v = flat ? p[i] : *d2r_ptr_at(x, i);
-    /* In range first, so the conversion is defined (and it is much
-     * cheaper than floor, a library call on baseline x86-64). */
-    if (!(v >= 0 && v < (double)bound) || v != (double)(int64_t)v) {
-      d2r_fail("%s %g at element %lld is not an integer in [0, %lld)", fn,
-               v, (long long)i + 1, (long long)bound);
-      return -1;
-    }
+  int64_t bad = -1;
+  if (d2r_is_contiguous(x)) {
+    bad = d2r_first_nonindex(d2r_data(x), x->numel, bound);
+  } else {
+    for (int64_t i = 0; bad < 0 && i < x->numel; i++)
+      if (!is_index(*d2r_ptr_at(x, i), bound)) bad = i;
   }
-  return 0;
+  if (bad < 0) return 0;
+  d2r_fail("%s %g at element %lld is not an integer in [0, %lld)", fn,
+           *d2r_ptr_at(x, bad), (long long)bad + 1, (long long)bound);
+  return -1;
 }
 
 static bool check_index(const d2r_tensor *idx, int64_t bound,

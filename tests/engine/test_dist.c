@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "test_util.h"
@@ -213,6 +214,42 @@ Test(dist, categorical_log_prob_samples_changed)
                 0, "a backward through changed samples must fail");
   cr_expect(strstr(d2r_error(), "1e+09 at element 5") != NULL, "%s",
             d2r_error());
+  d2r_scope_end(&s);
+}
+
+/* The vectorised index check finds the first culprit wherever it sits
+ * (first block, a later block, the tail) and whatever it is: NaN, an
+ * infinity, a fraction, a negative, the bound itself, a value beyond
+ * 32 bits; -0 is index 0.  Bounds beyond 32 bits are checked too. */
+Test(dist, index_check_finds_first_culprit)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double bad[] = {NAN, INFINITY, -INFINITY, 2.5, -1, 7, 4294967296.0,
+                  1e300};
+  int64_t at[] = {0, 63, 64, 100, 149};
+  double v[150];
+  for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++)
+    for (size_t a = 0; a < sizeof at / sizeof at[0]; a++) {
+      for (int i = 0; i < 150; i++)
+        v[i] = i % 7 == 3 ? -0.0 : (double)(i % 7);
+      v[at[a]] = bad[b];
+      if (at[a] + 1 < 150)
+        v[at[a] + 1] = NAN;  /* a later culprit must not be reported */
+      d2r_tensor *t = K(d2r_vector(150, v));
+      cr_expect_eq(d2r_check_index(t, 7, "idx"), -1);
+      char want[64];
+      snprintf(want, sizeof want, "at element %lld ", (long long)at[a] + 1);
+      cr_expect(strstr(d2r_error(), want) != NULL, "%s (want %s)",
+                d2r_error(), want);
+    }
+  for (int i = 0; i < 150; i++)
+    v[i] = (double)(i % 7);
+  cr_expect_eq(d2r_check_index(K(d2r_vector(150, v)), 7, "idx"), 0);
+  v[149] = 4294967296.0;
+  cr_expect_eq(d2r_check_index(K(d2r_vector(150, v)), 5000000000LL, "idx"),
+               0, "%s", d2r_error());
+  cr_expect_eq(d2r_check_index(K(d2r_vector(150, v)), 4294967296LL, "idx"),
+               -1);
   d2r_scope_end(&s);
 }
 
