@@ -485,6 +485,12 @@ static d2r_tensor *transform_rows(d2r_tensor *reward, const d2r_pg_options *o)
         t[j] = t[j] - (sum - t[j]) * loo;
     }
   }
+  if (d2r_detect_anomaly_enabled() && d2r_count_nonfinite(out) > 0 &&
+      d2r_count_nonfinite(reward) == 0) {
+    d2r_release(out);
+    return d2r_fail("anomaly: pg_transform produced a non-finite value "
+                    "from finite rewards");
+  }
   return out;
 }
 
@@ -624,9 +630,14 @@ static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt)
   for (int64_t k = 0; k < lc->numel; k++)
     pr[k] = -lp[k] * r[k];
   double scale = 1.0 / (double)lc->numel;
-  d2r_tensor *out = d2r_scalar(d2r_sum_lanes(pr, lc->numel) * scale);
+  double value = d2r_sum_lanes(pr, lc->numel) * scale;
   d2r_release(prod);
   d2r_release(lc);
+  if (d2r_detect_anomaly_enabled() && !isfinite(value) &&
+      d2r_count_nonfinite(logp) == 0 && d2r_count_nonfinite(rt) == 0)
+    return d2r_fail("anomaly: pg_surrogate produced a non-finite value "
+                    "from finite inputs");
+  d2r_tensor *out = d2r_scalar(value);
   out = d2r_record(out, "pg_surrogate", bw_score_term, 1, &logp);
   if (out && out->node) {
     out->node->aux = d2r_retain(rt);

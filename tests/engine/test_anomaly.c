@@ -53,3 +53,30 @@ Test(anomaly, backward_names_the_rule) {
   cr_expect(fabs(d2r_data(g)[1] - 0.25) < 1e-15);
   d2r_release(g), d2r_release(x), d2r_release(y), d2r_release(l);
 }
+
+/* The fused policy-gradient loops check like the ops they replace: an
+ * RBF transform that overflows, and a score term whose products
+ * overflow, from finite inputs. */
+#include "d2r/objective.h"
+
+Test(anomaly, fused_policy_gradient) {
+  double r[2] = {1000, 1}, lp[2] = {-1e200, -1};
+  int64_t sh[2] = {1, 2};
+  d2r_tensor *rew = d2r_from_data(2, sh, r), *logp = d2r_from_data(2, sh,
+                                                                   lp);
+  d2r_pg_options o = d2r_pg_options_default();
+  o.transform = D2R_TRANSFORM_RBF;
+  d2r_set_detect_anomaly(true);
+  cr_expect_null(d2r_pg_transform(rew, &o));
+  cr_expect(strstr(d2r_error(), "anomaly: pg_transform"), "%s",
+            d2r_error());
+  double big[2] = {1e200, 1};
+  d2r_tensor *rb = d2r_from_data(2, sh, big);
+  cr_expect_null(d2r_pg_surrogate(logp, rb, NULL, 0, NULL, NULL));
+  cr_expect(strstr(d2r_error(), "anomaly: pg_surrogate"), "%s",
+            d2r_error());
+  d2r_set_detect_anomaly(false);
+  d2r_tensor *ok = d2r_pg_surrogate(logp, rb, NULL, 0, NULL, NULL);
+  cr_expect(ok && isinf(d2r_item(ok)), "off: the value is passed on");
+  d2r_release(ok), d2r_release(rb), d2r_release(rew), d2r_release(logp);
+}
