@@ -115,28 +115,26 @@ d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
                     (long long)draws);
   int64_t b = logits->shape[0], c = logits->shape[1];
   int64_t shape[2] = {b, draws};
+  /* Checked before the first draw, so a failure leaves the generator
+   * where it was. */
+  if (d2r_count_nonfinite(logits) > 0)
+    return d2r_fail("%s: logits hold non-finite values", fn);
   d2r_tensor *lc = d2r_contiguous(logits);
   d2r_tensor *out = lc ? d2r_new(2, shape) : NULL;
   double small[SMALL_DIMS];
   double *cum = dims_buffer(small, c);
   bool ok = out && cum;
-  if (lc && !ok)
+  if (out && !cum)
     d2r_fail("%s: out of memory", fn);
   const double *x = ok ? d2r_data(lc) : NULL;
   double *o = ok ? d2r_data(out) : NULL;
   for (int64_t i = 0; ok && i < b; i++, x += c, o += draws) {
     double lse = row_lse(x, c), total = 0;
     for (int64_t k = 0; k < c; k++) {
-      if (!isfinite(x[k])) {
-        d2r_fail("%s: logits hold non-finite values", fn);
-        ok = false;
-        break;
-      }
       total += exp(x[k] - lse);
       cum[k] = total;
     }
-    if (ok)
-      d2r_rng_draw_classes(rng, cum, c, draws, o);
+    d2r_rng_draw_classes(rng, cum, c, draws, o);
   }
   release_dims(cum, small);
   d2r_release(lc);
@@ -204,22 +202,30 @@ static int bw_cat_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
     const double *ps = d2r_data(smp);
     double *o = d2r_data(gin[0]);
     for (int64_t i = 0; i < b; i++, x += c, o += c) {
-      double lse = row_lse(x, c), w = 0, w1 = 0;
+      /* The weight on each class (hits) first, then minus p_k times
+       * the total: with one class the two are the same sum, and the
+       * gradient is exactly 0. */
+      double lse = row_lse(x, c), w = 0;
       for (int64_t j = 0; j < draws; j++)
         w += pg[j];
-      for (int64_t k = 0; k < c; k++)
-        o[k] = -exp(x[k] - lse) * w;
       if (c == 2) {
-        /* The weight on class 1 as a dot product (a sample is 0 or 1):
-         * no chain of additions into the same two places. */
-        for (int64_t j = 0; j < draws; j++)
-          w1 += ps[j] * pg[j];
-        o[0] += w - w1;
-        o[1] += w1;
+        /* Two running sums instead of additions into memory, each
+         * waiting on the one before. */
+        double h0 = 0, h1 = 0;
+        for (int64_t j = 0; j < draws; j++) {
+          h0 += ps[j] == 0 ? pg[j] : 0.0;
+          h1 += ps[j] == 0 ? 0.0 : pg[j];
+        }
+        o[0] = h0;
+        o[1] = h1;
       } else {
+        for (int64_t k = 0; k < c; k++)
+          o[k] = 0;
         for (int64_t j = 0; j < draws; j++)
           o[(int64_t)ps[j]] += pg[j];
       }
+      for (int64_t k = 0; k < c; k++)
+        o[k] = o[k] - exp(x[k] - lse) * w;
       pg += draws;
       ps += draws;
     }
@@ -266,12 +272,8 @@ d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
       *o = x[(int64_t)*ps] - lse;
   }
   d2r_release(lc);
-  if (ok && d2r_detect_anomaly_enabled() && d2r_count_nonfinite(out) > 0 &&
-      d2r_count_nonfinite(logits) == 0) {
-    d2r_fail("anomaly: %s produced a non-finite value from finite inputs",
-             fn);
+  if (ok && !(out = d2r_watch(out, fn, 1, &logits)))
     ok = false;
-  }
   if (!ok) {
     d2r_release(si);
     d2r_release(out);
@@ -618,14 +620,10 @@ d2r_tensor *d2r_gaussian_log_prob(d2r_tensor *mean, d2r_tensor *log_std,
   }
   release_dims(inv, small);
   d2r_release(yc);
-  if (d2r_detect_anomaly_enabled() && d2r_count_nonfinite(out) > 0 &&
-      d2r_count_nonfinite(mean) == 0 && d2r_count_nonfinite(log_std) == 0 &&
-      d2r_count_nonfinite(y) == 0) {
-    d2r_release(out);
-    return d2r_fail("anomaly: %s produced a non-finite value from finite "
-                    "inputs", fn);
-  }
   d2r_tensor *in[3] = {mean, log_std, y};
+  out = d2r_watch(out, fn, 3, in);
+  if (!out)
+    return NULL;
   out = d2r_record(out, fn, bw_log_prob, 3, in);
   if (out && out->node)
     out->node->i[0] = reduce;

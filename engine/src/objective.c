@@ -136,12 +136,15 @@ static d2r_tensor *pick(d2r_scope *s, d2r_tensor *v, d2r_tensor *idx)
   return d2r_keep(s, d2r_reshape(rows, d2r_ndim(idx), d2r_shape(idx)));
 }
 
-/* The diagonal of a square matrix as a vector, differentiable:
- * sum_j U_ij [i == j]. */
+/* The diagonal of a square matrix as a vector, differentiable: the
+ * elements i (n + 1) of U flattened.  (A product with the identity
+ * would turn an infinite entry off the diagonal into a NaN on it.) */
 static d2r_tensor *diagonal(d2r_scope *s, d2r_tensor *U)
 {
-  d2r_tensor *eye = d2r_keep(s, d2r_eye(d2r_dim(U, 0)));
-  return d2r_keep(s, d2r_sum(d2r_keep(s, d2r_mul(U, eye)), 1, false));
+  int64_t n = d2r_dim(U, 0), flat[1] = {n * n};
+  double size = (double)(n * n), step = (double)(n + 1);
+  d2r_tensor *at = d2r_keep(s, d2r_arange(0, size, step));
+  return pick(s, d2r_keep(s, d2r_reshape(U, 1, flat)), at);
 }
 
 /*
@@ -241,7 +244,7 @@ static d2r_tensor *onehot_values(const d2r_tensor *samples,
     d2r_release(out);
     return NULL;
   }
-  return out;
+  return d2r_watch(out, "onehot_reward", 1, &U);
 }
 
 d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
@@ -485,13 +488,7 @@ static d2r_tensor *transform_rows(d2r_tensor *reward, const d2r_pg_options *o)
         t[j] = t[j] - (sum - t[j]) * loo;
     }
   }
-  if (d2r_detect_anomaly_enabled() && d2r_count_nonfinite(out) > 0 &&
-      d2r_count_nonfinite(reward) == 0) {
-    d2r_release(out);
-    return d2r_fail("anomaly: pg_transform produced a non-finite value "
-                    "from finite rewards");
-  }
-  return out;
+  return d2r_watch(out, "pg_transform", 1, &reward);
 }
 
 d2r_tensor *d2r_pg_transform(d2r_tensor *reward, const d2r_pg_options *opt)
@@ -633,11 +630,8 @@ static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt)
   double value = d2r_sum_lanes(pr, lc->numel) * scale;
   d2r_release(prod);
   d2r_release(lc);
-  if (d2r_detect_anomaly_enabled() && !isfinite(value) &&
-      d2r_count_nonfinite(logp) == 0 && d2r_count_nonfinite(rt) == 0)
-    return d2r_fail("anomaly: pg_surrogate produced a non-finite value "
-                    "from finite inputs");
-  d2r_tensor *out = d2r_scalar(value);
+  d2r_tensor *in[2] = {logp, rt};
+  d2r_tensor *out = d2r_watch(d2r_scalar(value), "pg_surrogate", 2, in);
   out = d2r_record(out, "pg_surrogate", bw_score_term, 1, &logp);
   if (out && out->node) {
     out->node->aux = d2r_retain(rt);

@@ -121,8 +121,9 @@ static d2r_tensor *apply1(d2r_tensor *x, kern1 k, const double *p) {
 /* With anomaly detection on, an op whose inputs are all finite but whose
  * output is not fails here, naming itself and the first bad element, so
  * a NaN is caught where it appears rather than where it is noticed. */
-static d2r_tensor *watch(d2r_tensor *out, const char *name, int nin,
-                         d2r_tensor *const *in) {
+#define watch d2r_watch
+d2r_tensor *d2r_watch(d2r_tensor *out, const char *name, int nin,
+                      d2r_tensor *const *in) {
   if (!out || !d2r_detect_anomaly_enabled()) return out;
   for (int i = 0; i < nin; i++)
     if (d2r_count_nonfinite(in[i]) > 0) return out;

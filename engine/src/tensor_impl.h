@@ -98,6 +98,12 @@ bool d2r_check_shape(int ndim, const int64_t *shape, const char *fn);
 /* Whether the product of the sizes (zeros counted as 1) stays within the
  * largest tensor d2r allows. */
 bool d2r_shape_fits(int ndim, const int64_t *shape);
+/* With anomaly detection on and every input finite, a non-finite
+ * element of out fails the op `name`, naming the element (out is
+ * released, NULL returned); otherwise out itself.  For fused ops that
+ * compute outside the kernels of ops.c. */
+d2r_tensor *d2r_watch(d2r_tensor *out, const char *name, int nin,
+                      d2r_tensor *const *in);
 /* The position of the first of v[0..n) that is not an integer in
  * [0, bound), or -1 when all are: index checks in one vectorised pass. */
 int64_t d2r_first_nonindex(const double *v, int64_t n, int64_t bound);

@@ -253,6 +253,46 @@ Test(dist, index_check_finds_first_culprit)
   d2r_scope_end(&s);
 }
 
+/* Cases a helper found: the two-class backward must not cancel (a tiny
+ * p_0 against a huge weight on class 1: closed form 1 - p_0 (1 + 1e17),
+ * 1e-12); with one class the gradient is exactly 0; a failed draw leaves
+ * the generator untouched; a draw count beyond any tensor says so. */
+Test(dist, categorical_edge_cases)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double z[2] = {-40, 0}, smp[2] = {0, 1}, w[2] = {1, 1e17};
+  d2r_tensor *logits = K(tensor2(1, 2, z));
+  cr_assert_eq(d2r_set_requires_grad(logits, true), 0);
+  d2r_tensor *lp = K(d2r_categorical_log_prob(logits, K(tensor2(1, 2, smp))));
+  d2r_tensor *gw = K(tensor2(1, 2, w)), *g = NULL;
+  cr_assert_eq(d2r_autograd(1, &lp, &gw, 1, &logits, false, false, &g), 0,
+               "%s", d2r_error());
+  K(g);
+  double p0 = exp(-40) / (1 + exp(-40)), want = 1 - p0 * (1 + 1e17);
+  cr_expect(fabs(d2r_data(g)[0] - want) < 1e-12 * fabs(want),
+            "class 0: %.17g, want %.17g", d2r_data(g)[0], want);
+
+  double one[3] = {0, 0, 0}, w3[3] = {0.1, 0.2, 0.3}, z1[1] = {0.7};
+  d2r_tensor *l1 = K(tensor2(1, 1, z1));
+  cr_assert_eq(d2r_set_requires_grad(l1, true), 0);
+  d2r_tensor *lp1 = K(d2r_categorical_log_prob(l1, K(tensor2(1, 3, one))));
+  d2r_tensor *gw3 = K(tensor2(1, 3, w3));
+  cr_assert_eq(d2r_autograd(1, &lp1, &gw3, 1, &l1, false, false, &g), 0,
+               "%s", d2r_error());
+  cr_expect(d2r_data(K(g))[0] == 0.0, "one class: %.17g", d2r_data(g)[0]);
+
+  d2r_rng *a = d2r_rng_new(1), *b = d2r_rng_new(1);
+  double bad[4] = {0, 0, NAN, 0};
+  expect_error(d2r_categorical_sample(a, K(tensor2(2, 2, bad)), 5),
+               "non-finite");
+  cr_expect(d2r_rng_uniform(a) == d2r_rng_uniform(b),
+            "a failed draw moved the generator");
+  expect_error(d2r_categorical_sample(a, logits, (int64_t)1 << 62),
+               "too large");
+  d2r_rng_free(a), d2r_rng_free(b);
+  d2r_scope_end(&s);
+}
+
 /* Draws for no rows are an empty [0, G] tensor. */
 Test(dist, categorical_sample_no_rows)
 {

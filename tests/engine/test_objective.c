@@ -190,6 +190,35 @@ Test(objective, onehot_constant_u_matches_graph)
   d2r_scope_end(&s);
 }
 
+/* An infinite entry off the diagonal of U: the reward is the same
+ * whether U is differentiated or not (-(U00 + U22 - U02 - U20) = -2 for
+ * a 0 drawn against label 2); and with anomaly detection on, the loop
+ * reports an overflow from a finite U as the op chain does. */
+Test(objective, onehot_infinite_entry_and_anomaly)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double u[9] = {1, INFINITY, 0, 0, 1, 0, 0, 0, 1}, smp[2] = {0, 2};
+  double lab[1] = {2};
+  int64_t sq[2] = {3, 3};
+  d2r_tensor *sm = K(tensor2(1, 2, smp)), *lb = K(d2r_vector(1, lab));
+  d2r_tensor *a = K(d2r_onehot_reward(sm, lb, 3, K(d2r_from_data(2, sq,
+                                                                  u))));
+  d2r_tensor *b = K(d2r_onehot_reward(sm, lb, 3, K(leaf(d2r_from_data(2,
+                                                                sq, u)))));
+  cr_assert(a && b, "%s", d2r_error());
+  d2r_tensor *cb = K(d2r_contiguous(b));
+  double want[2] = {-2, 0};
+  expect_values(a, want, 2, 0.0, "constant U");
+  expect_values(cb, want, 2, 0.0, "differentiated U");
+  bool was = d2r_set_detect_anomaly(true);
+  double one[1] = {0};
+  expect_error(d2r_onehot_reward(K(tensor2(1, 1, one)), K(d2r_vector(1,
+               lab)), 3, K(d2r_scalar(1e308))),
+               "anomaly: onehot_reward produced -inf at element 1");
+  d2r_set_detect_anomaly(was);
+  d2r_scope_end(&s);
+}
+
 /* ---- likelihood losses ----------------------------------------------- */
 
 /* CE = -(1/2) [(3 - log(e + e^2 + e^3)) + (0 - log 3)], gradient
