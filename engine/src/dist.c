@@ -150,7 +150,7 @@ d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
 static void bad_class(const char *fn, const char *what, double v,
                       int64_t at, int64_t classes)
 {
-  d2r_fail("%s: %s: class index %g at element %lld is not an integer in "
+  d2r_fail("%s: %s: class index %.17g at element %lld is not an integer in "
            "[0, %lld)", fn, what, v, (long long)at + 1, (long long)classes);
 }
 

@@ -198,7 +198,7 @@ static bool classes_ok(const double *v, int64_t n, int64_t classes,
   int64_t at = d2r_first_nonindex(v, n, classes);
   if (at < 0)
     return true;
-  d2r_fail("onehot_reward: %s: class index %g at element %lld is not an "
+  d2r_fail("onehot_reward: %s: class index %.17g at element %lld is not an "
            "integer in [0, %lld)", what, v[at], (long long)at + 1,
            (long long)classes);
   return false;

@@ -329,7 +329,7 @@ int d2r_check_index(const d2r_tensor *idx, int64_t bound, const char *fn) {
       if (!is_index(*d2r_ptr_at(x, i), bound)) bad = i;
   }
   if (bad < 0) return 0;
-  d2r_fail("%s %g at element %lld is not an integer in [0, %lld)", fn,
+  d2r_fail("%s %.17g at element %lld is not an integer in [0, %lld)", fn,
            *d2r_ptr_at(x, bad), (long long)bad + 1, (long long)bound);
   return -1;
 }
