@@ -8,10 +8,11 @@
  * the thread count (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, and
  * torch.set_num_threads) and kernel set (OPENBLAS_CORETYPE, inherited)
  * are fixed before BLAS loads.  A child warms up, then times `runs` runs
- * of `inner` steps each and reports the median time per step.  Workload
- * 6, whose step is a whole sweep in a process of its own (seconds), has
- * a fixed schedule instead: BENCH_SWEEP_WARMUP warm-up sweeps, then at
- * most BENCH_SWEEP_RUNS timed runs of one sweep, on both sides.
+ * of `inner` steps each and reports the median time per step.  Workloads
+ * 6 and 7, whose step is a whole sweep in a process of its own
+ * (seconds), have a fixed schedule instead: BENCH_SWEEP_WARMUP warm-up
+ * sweeps, then at most BENCH_SWEEP_RUNS timed runs of one sweep, on both
+ * sides.
  *
  * Modes: the default prints the table; --kernels compares OpenBLAS
  * kernel sets (rates and results); --memory follows the heap across many
@@ -66,7 +67,7 @@ typedef struct opts {
 static void usage(FILE *f) {
   fprintf(f,
     "usage: d2r_bench [options]\n"
-    "  -w, --workloads LIST  workloads to run (default 0,1,2,3,4,5,6)\n"
+    "  -w, --workloads LIST  workloads to run (default 0,1,...,7)\n"
     "  -t, --threads LIST    thread counts (default 1 and all cores)\n"
     "  --runs N              timed runs per measurement (default 11)\n"
     "  --run-time S          seconds per timed run (default 0.2)\n"
@@ -90,8 +91,10 @@ static void usage(FILE *f) {
     "tabular epoch, 2 toy Gaussian, 3 dynamics, 4 large dynamics, 5\n"
     "implicit-differentiation outer step (toy, U = u I), 6 sweep of 100\n"
     "toy runs, end to end in a fresh process (d2r: bench/toy_sweep.lua,\n"
-    "one sweep worker per thread; PyTorch: bench/torch/toy_sweep.py);\n"
-    "6 runs 1 warm-up sweep and min(--runs, 3) timed ones.  -v also\n"
+    "one sweep worker per thread; PyTorch: bench/torch/toy_sweep.py),\n"
+    "7 the same sweep with 10 runs per d2r worker process instead of\n"
+    "one (PyTorch: the same script); 6 and 7 run 1 warm-up sweep and\n"
+    "min(--runs, 3) timed ones.  -v also\n"
     "shows each child's note (5: u, its hypergradient, the CG residual).\n");
 }
 
@@ -117,9 +120,9 @@ static const char *need(int argc, char **argv, int *i) {
 }
 
 static void parse_opts(int argc, char **argv, opts *o) {
-  static const int defw[] = {0, 1, 2, 3, 4, 5, 6};
+  static const int defw[] = {0, 1, 2, 3, 4, 5, 6, 7};
   memcpy(o->workloads, defw, sizeof defw);
-  o->nwork = 7;
+  o->nwork = 8;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   o->threads[0] = 1;
   o->nthreads = ncpu > 1 ? 2 : 1;
@@ -489,7 +492,8 @@ static void parse_meas(const child_out *co, meas *m, bool verbose) {
 
 /* Timed runs of a measurement of workload w (both sides). */
 static int runs_for(const opts *o, int w) {
-  if (w == W_SWEEP && o->runs > BENCH_SWEEP_RUNS) return BENCH_SWEEP_RUNS;
+  if (BENCH_IS_SWEEP(w) && o->runs > BENCH_SWEEP_RUNS)
+    return BENCH_SWEEP_RUNS;
   return o->runs;
 }
 
@@ -502,9 +506,9 @@ static void d2r_measure(const opts *o, int w, int threads, const char *core,
   fmt(wu, sizeof wu, "%g", o->warmup);
   snprintf(ms, sizeof ms, "%ld", o->max_steps);
   snprintf(ws_steps, sizeof ws_steps, "%d", BENCH_SWEEP_WARMUP);
-  /* Workload 6: a fixed schedule of whole sweeps, one per run (the list
-   * ends before it for the others). */
-  char *sched = w == W_SWEEP ? "--warmup-steps" : NULL;
+  /* Workloads 6 and 7: a fixed schedule of whole sweeps, one per run
+   * (the list ends before it for the others). */
+  char *sched = BENCH_IS_SWEEP(w) ? "--warmup-steps" : NULL;
   char *argv[] = {self_path, "--child", ws, "--runs", runs, "--run-time", rt,
                   "--warmup", wu, "--max-steps", ms, "--data",
                   (char *)o->data, sched, ws_steps, "--inner", "1", NULL};
@@ -599,8 +603,9 @@ static void table_header(int threads) {
 
 static const char *short_name(int w) {
   static const char *names[] = {"baseline", "tabular", "gaussian",
-                                "dynamics", "large", "implicit", "sweep"};
-  return w >= 0 && w <= 6 ? names[w] : "?";
+                                "dynamics", "large", "implicit", "sweep",
+                                "sweep/10"};
+  return w >= 0 && w <= 7 ? names[w] : "?";
 }
 
 static void gflops_line(const char *what, const meas *m, double flops) {
@@ -625,10 +630,10 @@ static void run_table(const opts *o) {
     if (bench_describe(o->workloads[i]) != NULL)
       printf("  %d: %s\n", o->workloads[i],
              bench_describe(o->workloads[i]));
-    sweep = sweep || o->workloads[i] == W_SWEEP;
+    sweep = sweep || BENCH_IS_SWEEP(o->workloads[i]);
   }
   if (sweep)
-    printf("  (6: a step is a sweep, timed by the wall clock of its "
+    printf("  (6, 7: a step is a sweep, timed by the wall clock of its "
            "process: median of\n   %d after %d warm-up; peakMB: the "
            "largest process of the sweep)\n", runs_for(o, W_SWEEP),
            BENCH_SWEEP_WARMUP);

@@ -10,7 +10,7 @@ measurement; prints one line
 
 (the median, min and max of the time per step in seconds over --runs
 timed runs of `inner` steps each, after --warmup seconds of warm-up, and
-for workloads 5 and 6 a note=... on the state after the last step), or
+for workloads 5 to 7 a note=... on the state after the last step), or
 "error w=N msg=..." for a workload that has no code or failed.
 """
 
@@ -352,7 +352,9 @@ def make(w, dtype, data, threads=1):
         return Policy(dtype, "large", 23, 17, 4096, 5, [200] * 4, False)
     if w == 5:
         return Implicit(dtype)
-    if w == 6:
+    if w in (6, 7):
+        # 7 differs from 6 only in d2r's runs per worker process; the
+        # PyTorch script runs all its runs in one process either way.
         return Sweep(str(dtype).replace("torch.", ""), threads)
     raise NotImplementedError("unknown workload %d" % w)
 
