@@ -176,12 +176,37 @@ static int check_grads(d2r_node *n, d2r_tensor *gout, d2r_tensor **gin) {
   return 0;
 }
 
+/* Fails when a tensor n's rule reads (an input, or its index or mask)
+ * was updated in place after n was made: the rule would compute the
+ * gradient of a function that was never evaluated. */
+static int check_versions(const d2r_node *n) {
+  for (int i = 0; i <= n->nin; i++) {
+    const d2r_tensor *t = i < n->nin ? n->in[i] : n->aux;
+    uint64_t then = i < n->nin ? n->in_version[i] : n->aux_version;
+    if (!t || d2r_version(t) == then) continue;
+    char buf[96];
+    d2r_shape_str(t, buf, sizeof buf);
+    if (i < n->nin)
+      d2r_fail("backward: input %d (shape %s) of %s was updated in place "
+               "(copy_, fill_, axpy_, scale_, set_at or an assignment) "
+               "after %s used it; compute the forward pass again after "
+               "the update", i + 1, buf, n->name, n->name);
+    else
+      d2r_fail("backward: the index or mask (shape %s) of %s was updated "
+               "in place after %s used it; compute the forward pass "
+               "again after the update", buf, n->name, n->name);
+    return -1;
+  }
+  return 0;
+}
+
 static int run_backward(tlist *order, uint64_t mark) {
   for (int64_t k = order->n - 1; k >= 0; k--) {
     d2r_tensor *t = order->items[k];
     d2r_node *n = t->node;
     if (!t->acc) continue;
     d2r_tensor *gin[D2R_NODE_MAXIN] = {NULL};
+    if (check_versions(n) < 0) return -1;
     /* Inside a rule, anomalies are reported for the rule as a whole. */
     bool watching = d2r_set_detect_anomaly(false);
     int rc = n->backward(n, t->acc, gin);

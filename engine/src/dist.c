@@ -281,7 +281,7 @@ d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
   }
   out = d2r_record(out, fn, bw_cat_log_prob, 1, &logits);
   if (out && out->node)
-    out->node->aux = d2r_retain(si);
+    d2r_set_aux(out->node, d2r_retain(si));
   d2r_release(si);
   return out;
 }

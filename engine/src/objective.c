@@ -634,7 +634,7 @@ static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt)
   d2r_tensor *out = d2r_watch(d2r_scalar(value), "pg_surrogate", 2, in);
   out = d2r_record(out, "pg_surrogate", bw_score_term, 1, &logp);
   if (out && out->node) {
-    out->node->aux = d2r_retain(rt);
+    d2r_set_aux(out->node, d2r_retain(rt));
     out->node->s[0] = scale;
   }
   return out;

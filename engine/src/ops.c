@@ -373,7 +373,8 @@ d2r_tensor *d2r_where(const d2r_tensor *cond, d2r_tensor *a, d2r_tensor *b) {
   }
   d2r_tensor *in[2] = {a, b};
   out = d2r_record(out, "where", bw_where, 2, in);
-  if (out && out->node) out->node->aux = d2r_detach((d2r_tensor *)cond);
+  if (out && out->node)
+    d2r_set_aux(out->node, d2r_detach((d2r_tensor *)cond));
   if (out && out->node && !out->node->aux) {
     d2r_release(out);
     return NULL;

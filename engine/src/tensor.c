@@ -259,6 +259,7 @@ int d2r_set_at(d2r_tensor *t, const int64_t *index, double value) {
   int64_t off = index_offset(t, index, "set");
   if (off < 0) return -1;
   t->st->data[off] = value;
+  t->st->version++;  /* as bump() below: an in-place update */
   return 0;
 }
 
@@ -418,10 +419,27 @@ d2r_tensor *d2r_record(d2r_tensor *out, const char *name, d2r_backward_fn bw,
   n->name = name;
   n->backward = bw;
   n->nin = nin;
-  for (int i = 0; i < nin; i++) n->in[i] = d2r_retain(in[i]);
+  for (int i = 0; i < nin; i++) {
+    n->in[i] = d2r_retain(in[i]);
+    n->in_version[i] = d2r_version(in[i]);
+  }
   n->out = out;
   out->node = n;
   return out;
+}
+
+void d2r_set_aux(d2r_node *n, d2r_tensor *aux) {
+  n->aux = aux;
+  n->aux_version = d2r_version(aux);
+}
+
+uint64_t d2r_version(const d2r_tensor *t) {
+  return t && t->st ? t->st->version : 0;
+}
+
+/* Marks t's storage as changed in place. */
+static void bump(d2r_tensor *t) {
+  if (t->st) t->st->version++;
 }
 
 d2r_tensor *d2r_detach(d2r_tensor *t) {
@@ -468,6 +486,7 @@ int d2r_copy_(d2r_tensor *dst, const d2r_tensor *src) {
              (long long)dst->numel);
     return -1;
   }
+  bump(dst);
   d2r_tensor *s = (d2r_tensor *)src;
   if (d2r_is_contiguous(dst) && d2r_is_contiguous(src)) {
     memmove(d2r_data(dst), d2r_data(s), (size_t)dst->numel * sizeof(double));
@@ -493,6 +512,7 @@ int d2r_copy_(d2r_tensor *dst, const d2r_tensor *src) {
 
 int d2r_fill_(d2r_tensor *t, double value) {
   if (!t) return -1;
+  bump(t);
   if (d2r_is_contiguous(t)) {
     double *p = d2r_data(t);
     for (int64_t i = 0; i < t->numel; i++) p[i] = value;
@@ -510,6 +530,7 @@ int d2r_axpy_(d2r_tensor *t, double alpha, const d2r_tensor *x) {
              d2r_shape_str(x, b, sizeof b));
     return -1;
   }
+  bump(t);
   d2r_tensor *xx = (d2r_tensor *)x;
   if (d2r_is_contiguous(t) && d2r_is_contiguous(x)) {
     double *p = d2r_data(t);
@@ -524,6 +545,7 @@ int d2r_axpy_(d2r_tensor *t, double alpha, const d2r_tensor *x) {
 
 int d2r_scale_(d2r_tensor *t, double alpha) {
   if (!t) return -1;
+  bump(t);
   for (int64_t i = 0; i < t->numel; i++) *d2r_ptr_at(t, i) *= alpha;
   return 0;
 }

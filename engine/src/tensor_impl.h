@@ -12,6 +12,10 @@ typedef struct d2r_storage {
   double *data;
   int64_t size;
   int refs;
+  /* Bumped by every in-place update (copy_, fill_, axpy_, scale_,
+   * set_at), so a backward pass can tell that a tensor its graph used
+   * has changed. */
+  uint64_t version;
 } d2r_storage;
 
 #define D2R_NODE_MAXIN 3
@@ -34,6 +38,8 @@ struct d2r_node {
   int nin;
   d2r_tensor *in[D2R_NODE_MAXIN];  /* owned references */
   d2r_tensor *aux;                 /* owned: an index tensor, a mask */
+  /* The storage versions of in[] and aux when the node was made. */
+  uint64_t in_version[D2R_NODE_MAXIN], aux_version;
   d2r_tensor *out;                 /* the output: not owned (it owns us) */
   double s[2];                     /* scalar arguments */
   int64_t i[D2R_NODE_MAXARG];      /* integer arguments (axes, shapes) */
@@ -74,6 +80,12 @@ void d2r_free_block(double *data, int64_t size);
 /* Frees the lists autograd keeps for reuse between passes (from
  * d2r_cache_trim). */
 void d2r_autograd_trim(void);
+
+/* Gives n the tensor its backward rule reads besides its inputs (the
+ * reference is n's now) and notes the tensor's storage version. */
+void d2r_set_aux(d2r_node *n, d2r_tensor *aux);
+/* A tensor's storage version (0 without storage). */
+uint64_t d2r_version(const d2r_tensor *t);
 
 /* A fresh contiguous tensor with uninitialised data. */
 d2r_tensor *d2r_new(int ndim, const int64_t *shape);

@@ -374,7 +374,8 @@ d2r_tensor *d2r_take_rows(d2r_tensor *t, const d2r_tensor *index) {
   }
   d2r_release(src);
   out = d2r_record(out, "take_rows", bw_take_rows, 1, &t);
-  if (out && out->node) out->node->aux = d2r_retain((d2r_tensor *)index);
+  if (out && out->node)
+    d2r_set_aux(out->node, d2r_retain((d2r_tensor *)index));
   return out;
 }
 
@@ -402,7 +403,8 @@ d2r_tensor *d2r_index_add_rows(int64_t rows, const d2r_tensor *index,
   }
   d2r_release(c);
   out = d2r_record(out, "index_add_rows", bw_index_add, 1, &src);
-  if (out && out->node) out->node->aux = d2r_retain((d2r_tensor *)index);
+  if (out && out->node)
+    d2r_set_aux(out->node, d2r_retain((d2r_tensor *)index));
   return out;
 }
 
@@ -499,7 +501,7 @@ d2r_tensor *d2r_gather(d2r_tensor *t, int axis, const d2r_tensor *index) {
   d2r_release(src);
   out = d2r_record(out, "gather", bw_gather, 1, &t);
   if (out && out->node) {
-    out->node->aux = d2r_retain((d2r_tensor *)index);
+    d2r_set_aux(out->node, d2r_retain((d2r_tensor *)index));
     out->node->i[0] = a;
   }
   return out;
@@ -531,7 +533,7 @@ d2r_tensor *d2r_scatter_add(int ndim, const int64_t *shape, int axis,
   d2r_release(c);
   out = d2r_record(out, "scatter_add", bw_scatter, 1, &src);
   if (out && out->node) {
-    out->node->aux = d2r_retain((d2r_tensor *)index);
+    d2r_set_aux(out->node, d2r_retain((d2r_tensor *)index));
     out->node->i[0] = a;
   }
   return out;

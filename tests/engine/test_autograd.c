@@ -402,3 +402,50 @@ Test(gradcheck, addmm) {
   cr_expect_null(d2r_addmm(in[0], in[1], in[1]));
   for (int i = 0; i < 3; i++) d2r_release(in[i]);
 }
+
+/* A tensor a graph read, updated in place before the backward pass, makes
+ * the pass fail naming the op (an input of mul, the index of gather, a
+ * view of a base); untouched graphs and updates after the pass are
+ * fine. */
+Test(autograd, in_place_update_after_use) {
+  double v[3] = {1, 2, 3}, idx[2] = {0, 2};
+  d2r_tensor *w = d2r_vector(3, v), *c = d2r_vector(3, v);
+  cr_assert_eq(d2r_set_requires_grad(w, true), 0);
+  d2r_tensor *p = d2r_mul(w, c), *l = d2r_sum_all(p), *g = NULL;
+  cr_assert_eq(d2r_fill_(c, 7), 0);
+  cr_expect_neq(d2r_autograd(1, &l, NULL, 1, &w, false, false, &g), 0);
+  cr_expect(strstr(d2r_error(), "input 2 (shape [3]) of mul was updated "
+                   "in place"), "%s", d2r_error());
+  d2r_release(g), g = NULL;
+  d2r_release(p), d2r_release(l);
+
+  int64_t at[1] = {1};
+  d2r_tensor *i = d2r_vector(2, idx);
+  d2r_tensor *gt = d2r_gather(w, 0, i), *l2 = d2r_sum_all(gt);
+  cr_assert_eq(d2r_set_at(i, at, 1), 0);
+  cr_expect_neq(d2r_autograd(1, &l2, NULL, 1, &w, false, false, &g), 0);
+  cr_expect(strstr(d2r_error(), "index or mask (shape [2]) of gather"),
+            "%s", d2r_error());
+  d2r_release(g), g = NULL;
+  d2r_release(gt), d2r_release(l2);
+
+  d2r_tensor *base = d2r_vector(3, v);
+  d2r_tensor *view = d2r_slice(base, 0, 0, 2, 1);
+  d2r_tensor *ws = d2r_slice(w, 0, 0, 2, 1);
+  d2r_tensor *q = d2r_mul(ws, view), *l3 = d2r_sum_all(q);
+  cr_assert_eq(d2r_scale_(base, 2), 0);
+  cr_expect_neq(d2r_autograd(1, &l3, NULL, 1, &w, false, false, &g), 0);
+  d2r_release(g), g = NULL;
+  d2r_release(q), d2r_release(l3);
+
+  /* A fresh forward pass after the updates, then updates after its
+   * backward pass: all fine. */
+  d2r_tensor *q2 = d2r_mul(ws, view), *l4 = d2r_sum_all(q2);
+  cr_expect_eq(d2r_autograd(1, &l4, NULL, 1, &w, false, false, &g), 0,
+               "%s", d2r_error());
+  cr_expect_eq(d2r_data(g)[0], 2.0);
+  cr_assert_eq(d2r_fill_(base, 0), 0);
+  d2r_release(g), d2r_release(q2), d2r_release(l4);
+  d2r_release(base), d2r_release(view), d2r_release(ws);
+  d2r_release(i), d2r_release(w), d2r_release(c);
+}

@@ -104,4 +104,32 @@ check.raises("requires_grad", function()
   (p * 2):requires_grad(false)
 end)
 
+-- A tensor a graph used, updated in place before the backward pass: the
+-- gradient would belong to a function never evaluated, so backward
+-- fails and names the op; after a fresh forward pass it works again.
+do
+  local w = T({1, 2, 3}, {requires_grad = true})
+  local c = T({4, 5, 6})
+  local loss = (w * c):sum()
+  c[2] = 50
+  check.raises("input 2 %(shape %[3%]%) of mul was updated in place",
+               function() loss:backward() end)
+  c:fill_(1)
+  ;(w * c):sum():backward()
+  check.tensor(w:grad(), {1, 1, 1}, 0, "fresh forward after the update")
+  -- a view shares its base's storage
+  local base = T({1, 2, 3, 4})
+  local view = base:slice(1, 1, 2)
+  local l2 = (w:sum() * view):sum()
+  base:scale_(2)
+  check.raises("updated in place", function() l2:backward() end)
+  -- an index tensor too
+  local logits = T({{0, 1}, {2, 0}}, {requires_grad = true})
+  local s = T({{0, 1}, {1, 1}})
+  local lp = d2r.categorical_log_prob(logits, s):sum()
+  s:fill_(0)
+  check.raises("index or mask .* of categorical_log_prob was updated",
+               function() lp:backward() end)
+end
+
 check.done("test_autograd")
