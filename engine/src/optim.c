@@ -294,6 +294,7 @@ static int step_param(d2r_optim *o, int i) {
   if (g == NULL) return status;
   double *p = d2r_data(o->params[i]);
   const double *gv = d2r_data(g);
+  d2r_mark_updated(o->params[i]);
   int64_t k = d2r_numel(g);
   int64_t t = ++o->steps[i];
   if (o->kind == D2R_OPTIM_SGD)

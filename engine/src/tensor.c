@@ -442,6 +442,10 @@ static void bump(d2r_tensor *t) {
   if (t->st) t->st->version++;
 }
 
+void d2r_mark_updated(d2r_tensor *t) {
+  if (t) bump(t);
+}
+
 d2r_tensor *d2r_detach(d2r_tensor *t) {
   if (!t) return NULL;
   return d2r_view(t, t->ndim, t->shape, t->stride, t->offset);

@@ -130,6 +130,14 @@ do
   s:fill_(0)
   check.raises("index or mask .* of categorical_log_prob was updated",
                function() lp:backward() end)
+  -- an optimiser's step updates its parameters in place too
+  local q = T({1, 2}, {requires_grad = true})
+  local opt = d2r.adam({q}, 0.1)
+  ;(q * q):sum():backward()
+  local stale = (q * q):sum()
+  opt:step()
+  check.raises("of mul was updated in place",
+               function() stale:backward() end)
 end
 
 check.done("test_autograd")

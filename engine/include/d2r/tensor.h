@@ -270,6 +270,11 @@ int d2r_fill_(d2r_tensor *t, double value);
 /* t += alpha * x (same shape). */
 int d2r_axpy_(d2r_tensor *t, double alpha, const d2r_tensor *x);
 int d2r_scale_(d2r_tensor *t, double alpha);
+/* Marks t (its storage, views included) as updated in place, as the
+ * functions above do: for code that writes through d2r_data.  A backward
+ * pass through a graph that read t before fails instead of using the new
+ * values. */
+void d2r_mark_updated(d2r_tensor *t);
 
 /* ---- memory kept for reuse --------------------------------------------- */
 
