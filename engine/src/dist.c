@@ -45,9 +45,9 @@ d2r_tensor *d2r_class_indices_for(const d2r_tensor *t, int64_t classes,
   return out;
 }
 
-/* Per-class or per-dimension scratch of the loops below: on the stack for up to
- * SMALL_DIMS dimensions (no allocation in a training step), on the heap
- * beyond.  release_dims gives back what dims_buffer took. */
+/* Per-class or per-dimension scratch of the loops below: on the stack
+ * for up to SMALL_DIMS of them (no allocation in a training step), on
+ * the heap beyond.  release_dims gives back what dims_buffer took. */
 enum { SMALL_DIMS = 256 };
 
 static double *dims_buffer(double *stack, int64_t n)
@@ -194,7 +194,8 @@ static int bw_cat_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
   d2r_tensor *lc = d2r_contiguous(logits), *gc = d2r_contiguous(g);
   gin[0] = lc && gc ? d2r_new(2, logits->shape) : NULL;
   /* Checked again: the samples' storage is shared with the caller, who
-   * may have written to it since the forward pass. */
+   * may have written to it through d2r_data since the forward pass
+   * (writes through the in-place functions fail the version check). */
   bool ok = gin[0] && all_classes("categorical_log_prob backward",
                                   d2r_data(smp), b * draws, c);
   if (ok) {

@@ -1,7 +1,11 @@
 /*
  * Mahalanobis rewards, likelihood losses, reward transforms and baselines,
- * and the policy-gradient surrogates, all as compositions of the
- * differentiable operations of tensor.h.
+ * and the policy-gradient surrogates, as compositions of the
+ * differentiable operations of tensor.h.  Where nothing they compute is
+ * differentiated further (a constant U, constant rewards), the one-hot
+ * reward, the transforms and the score-function term run as single
+ * loops instead, with the op chains' arithmetic, so the numbers are the
+ * same to the last bit.
  */
 #include "d2r/objective.h"
 
