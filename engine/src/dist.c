@@ -166,8 +166,9 @@ static bool all_classes(const char *fn, const double *s, int64_t n,
 }
 
 /* The log-probability's backward from differentiable ops, for gradients
- * that will be differentiated again: with w the output gradient, d/dx_k
- * = sum_g w_g [s_g = k] - p_k sum_g w_g. */
+ * that will be differentiated again: with g the output gradient and
+ * hits_k = sum_j g_j [s_j = k], d/dx_k = hits_k - p_k sum_c hits_c, the
+ * sums taken as the gather and log-softmax chain takes them. */
 static int bw_cat_log_prob_graph(d2r_node *nd, d2r_tensor *g,
                                  d2r_tensor **gin)
 {
@@ -176,7 +177,7 @@ static int bw_cat_log_prob_graph(d2r_node *nd, d2r_tensor *g,
   d2r_tensor *hits = d2r_keep(&s, d2r_scatter_add(2, logits->shape, 1,
                                                   nd->aux, g));
   d2r_tensor *p = d2r_keep(&s, d2r_softmax(logits, 1));
-  d2r_tensor *w = d2r_keep(&s, d2r_sum(g, 1, true));
+  d2r_tensor *w = d2r_keep(&s, d2r_sum(hits, 1, true));
   d2r_tensor *pw = d2r_keep(&s, d2r_mul(p, w));
   gin[0] = d2r_sub(hits, pw);
   d2r_scope_end(&s);
@@ -203,12 +204,11 @@ static int bw_cat_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
     const double *ps = d2r_data(smp);
     double *o = d2r_data(gin[0]);
     for (int64_t i = 0; i < b; i++, x += c, o += c) {
-      /* The weight on each class (hits) first, then minus p_k times
-       * the total: with one class the two are the same sum, and the
-       * gradient is exactly 0. */
-      double lse = row_lse(x, c), w = 0;
-      for (int64_t j = 0; j < draws; j++)
-        w += pg[j];
+      /* The weight on each class (hits, summed over the draws in
+       * order), then minus p_k times their total (summed as every last-
+       * axis sum is): the chain's arithmetic, so its numbers to the last
+       * bit, and exactly 0 with one class. */
+      double lse = row_lse(x, c);
       if (c == 2) {
         /* Two running sums instead of additions into memory, each
          * waiting on the one before. */
@@ -225,6 +225,7 @@ static int bw_cat_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
         for (int64_t j = 0; j < draws; j++)
           o[(int64_t)ps[j]] += pg[j];
       }
+      double w = d2r_sum_lanes(o, c);
       for (int64_t k = 0; k < c; k++)
         o[k] = o[k] - exp(x[k] - lse) * w;
       pg += draws;
