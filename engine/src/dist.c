@@ -134,7 +134,8 @@ d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
       total += exp(x[k] - lse);
       cum[k] = total;
     }
-    d2r_rng_draw_classes(rng, cum, c, draws, o);
+    /* The logits are finite, so each total is at least 1. */
+    ok = d2r_rng_draw_classes(rng, cum, c, draws, o) == 0;
   }
   release_dims(cum, small);
   d2r_release(lc);

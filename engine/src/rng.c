@@ -263,17 +263,29 @@ static int64_t search_cdf(const double *cum, int64_t c, double u) {
   return lo;
 }
 
-void d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
-                          int64_t draws, double *out) {
+int d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
+                         int64_t draws, double *out) {
+  if (!r || !cum || !out || c < 1 || draws < 0) {
+    d2r_fail("rng_draw_classes: needs a generator, c >= 1 running sums, "
+             "draws >= 0 and an output (got c = %lld, draws = %lld)",
+             (long long)c, (long long)draws);
+    return -1;
+  }
   double total = cum[c - 1];
+  if (!(total > 0) || !isfinite(total)) {
+    d2r_fail("rng_draw_classes: the weights sum to %g; it must be "
+             "positive and finite", total);
+    return -1;
+  }
   if (c == 2) {
     /* Two classes: the search is one comparison. */
     for (int64_t j = 0; j < draws; j++)
       out[j] = (double)search_cdf(cum, 2, gsl_rng_uniform(r->g) * total);
-    return;
+    return 0;
   }
   for (int64_t j = 0; j < draws; j++)
     out[j] = (double)search_cdf(cum, c, gsl_rng_uniform(r->g) * total);
+  return 0;
 }
 
 d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
@@ -298,12 +310,12 @@ d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
   d2r_tensor *out = d2r_empty(2, shape);
   double *o = out ? d2r_data(out) : NULL;
   for (int64_t b = 0; o && b < rows; b++) {
-    if (row_cdf(probs, b, cum) < 0) {
+    if (row_cdf(probs, b, cum) < 0 ||
+        d2r_rng_draw_classes(r, cum, c, draws, o + b * draws) < 0) {
       d2r_release(out);
       out = NULL;
       break;
     }
-    d2r_rng_draw_classes(r, cum, c, draws, o + b * draws);
   }
   if (cum != small)
     free(cum);

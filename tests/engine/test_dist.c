@@ -325,6 +325,28 @@ Test(dist, categorical_edge_cases)
   d2r_scope_end(&s);
 }
 
+/* The row sampler under the categorical draws refuses what it cannot
+ * draw from, writing nothing. */
+Test(dist, draw_classes_checks)
+{
+  d2r_rng *rng = d2r_rng_new(3);
+  double cum[3] = {0.2, 0.5, 1.0}, zero[2] = {0, 0}, out[4] = {9, 9, 9, 9};
+  cr_expect_eq(d2r_rng_draw_classes(rng, cum, 3, 4, out), 0);
+  for (int j = 0; j < 4; j++)
+    cr_expect(out[j] == 0 || out[j] == 1 || out[j] == 2, "%g", out[j]);
+  double keep[4] = {9, 9, 9, 9};
+  cr_expect_eq(d2r_rng_draw_classes(rng, cum, 0, 4, keep), -1);
+  cr_expect(strstr(d2r_error(), "c = 0") != NULL, "%s", d2r_error());
+  cr_expect_eq(d2r_rng_draw_classes(rng, zero, 2, 4, keep), -1);
+  cr_expect(strstr(d2r_error(), "sum to 0") != NULL, "%s", d2r_error());
+  cr_expect_eq(d2r_rng_draw_classes(NULL, cum, 3, 4, keep), -1);
+  cr_expect_eq(d2r_rng_draw_classes(rng, NULL, 3, 4, keep), -1);
+  cr_expect_eq(d2r_rng_draw_classes(rng, cum, 3, -1, keep), -1);
+  for (int j = 0; j < 4; j++)
+    cr_expect(keep[j] == 9, "written on failure");
+  d2r_rng_free(rng);
+}
+
 /* Draws for no rows are an empty [0, G] tensor. */
 Test(dist, categorical_sample_no_rows)
 {

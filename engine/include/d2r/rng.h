@@ -40,11 +40,13 @@ d2r_tensor *d2r_rand_permutation(d2r_rng *r, int64_t n);
 d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
                                  int64_t draws);
 /* Draws `draws` class indices (as doubles) into out from the running
- * sums cum[0..c) of one row's weights, cum[c - 1] > 0: class k with
- * probability (cum[k] - cum[k-1]) / cum[c - 1].  The engine's own
- * samplers use it; nothing is checked. */
-void d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
-                          int64_t draws, double *out);
+ * sums cum[0..c) of one row's weights: class k with probability
+ * (cum[k] - cum[k-1]) / cum[c - 1].  0, or -1 with a message (changing
+ * nothing) when c < 1, draws < 0, a pointer is NULL or cum[c - 1] is not
+ * positive and finite; the running sums are the caller's to keep
+ * non-decreasing. */
+int d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
+                         int64_t draws, double *out);
 
 /* Generator state as bytes, for checkpoints.  d2r_rng_state_size gives
  * the byte count; set_state fails, changing nothing, on a buffer of the
