@@ -121,7 +121,6 @@ static d2r_tensor *apply1(d2r_tensor *x, kern1 k, const double *p) {
 /* With anomaly detection on, an op whose inputs are all finite but whose
  * output is not fails here, naming itself and the first bad element, so
  * a NaN is caught where it appears rather than where it is noticed. */
-#define watch d2r_watch
 d2r_tensor *d2r_watch(d2r_tensor *out, const char *name, int nin,
                       d2r_tensor *const *in) {
   if (!out || !d2r_detect_anomaly_enabled()) return out;
@@ -281,7 +280,7 @@ static d2r_tensor *binary(d2r_tensor *a, d2r_tensor *b, kern2 k,
                           const char *fn, d2r_backward_fn bw) {
   if (!a || !b) return NULL;
   d2r_tensor *in[2] = {a, b};
-  d2r_tensor *out = watch(apply2(a, b, k, fn), fn, 2, in);
+  d2r_tensor *out = d2r_watch(apply2(a, b, k, fn), fn, 2, in);
   return bw ? d2r_record(out, fn, bw, 2, in) : out;
 }
 
@@ -409,7 +408,7 @@ KERNEL1(k_inside, (double)(x >= p[0] && x <= p[1]))
 static d2r_tensor *unary(d2r_tensor *x, kern1 k, const double *p,
                          const char *name, d2r_backward_fn bw) {
   if (!x) return NULL;
-  d2r_tensor *out = watch(apply1(x, k, p), name, 1, &x);
+  d2r_tensor *out = d2r_watch(apply1(x, k, p), name, 1, &x);
   if (!bw || !out) return out;
   out = d2r_record(out, name, bw, 1, &x);
   if (out && out->node && p) memcpy(out->node->s, p, 2 * sizeof *p);
@@ -714,8 +713,8 @@ static int bw_lse(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
 static d2r_tensor *reduce(d2r_tensor *t, int axis, bool keepdim, rkind kind,
                           const char *fn, d2r_backward_fn bw) {
   if (!t) return NULL;
-  d2r_tensor *out = watch(reduce_raw(t, axis, keepdim, kind, fn), fn, 1,
-                          &t);
+  d2r_tensor *out = d2r_watch(reduce_raw(t, axis, keepdim, kind, fn), fn,
+                              1, &t);
   if (!bw) return out;
   out = d2r_record(out, fn, bw, 1, &t);
   if (out && out->node) {
@@ -984,7 +983,7 @@ d2r_tensor *d2r_matmul(d2r_tensor *a, d2r_tensor *b) {
       b->shape[b->ndim - 1] > INT32_MAX)
     return d2r_fail("matmul: a dimension exceeds BLAS's int range");
   d2r_tensor *in[2] = {a, b};
-  return d2r_record(watch(matmul_raw(a, b, NULL), "matmul", 2, in),
+  return d2r_record(d2r_watch(matmul_raw(a, b, NULL), "matmul", 2, in),
                     "matmul", bw_matmul, 2, in);
 }
 
@@ -1009,6 +1008,6 @@ d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias) {
       w->shape[1] > INT32_MAX)
     return d2r_fail("addmm: a dimension exceeds BLAS's int range");
   d2r_tensor *in[3] = {x, w, bias};
-  return d2r_record(watch(matmul_raw(x, w, bias), "addmm", 3, in), "addmm",
-                    bw_addmm, 3, in);
+  d2r_tensor *out = d2r_watch(matmul_raw(x, w, bias), "addmm", 3, in);
+  return d2r_record(out, "addmm", bw_addmm, 3, in);
 }

@@ -255,11 +255,16 @@ int d2r_at(const d2r_tensor *t, const int64_t *index, double *out) {
   return 0;
 }
 
+/* Marks t's storage as changed in place (see d2r_storage.version). */
+static void bump(d2r_tensor *t) {
+  if (t->st) t->st->version++;
+}
+
 int d2r_set_at(d2r_tensor *t, const int64_t *index, double value) {
   int64_t off = index_offset(t, index, "set");
   if (off < 0) return -1;
   t->st->data[off] = value;
-  t->st->version++;  /* as bump() below: an in-place update */
+  bump(t);
   return 0;
 }
 
@@ -435,11 +440,6 @@ void d2r_set_aux(d2r_node *n, d2r_tensor *aux) {
 
 uint64_t d2r_version(const d2r_tensor *t) {
   return t && t->st ? t->st->version : 0;
-}
-
-/* Marks t's storage as changed in place. */
-static void bump(d2r_tensor *t) {
-  if (t->st) t->st->version++;
 }
 
 void d2r_mark_updated(d2r_tensor *t) {
