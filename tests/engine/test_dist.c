@@ -229,8 +229,9 @@ Test(dist, categorical_log_prob_matches_chain_exactly)
     }
 }
 
-/* Samples changed to a non-class after log_prob: the backward pass
- * reports it instead of writing outside the gradient. */
+/* Samples changed to a non-class through d2r_data after log_prob (a
+ * write the storage versions cannot see): the backward pass reports it
+ * instead of writing outside the gradient. */
 Test(dist, categorical_log_prob_samples_changed)
 {
   d2r_scope s = D2R_SCOPE_INIT;
