@@ -146,26 +146,6 @@ d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
   return out;
 }
 
-/* The failure of a sample that is not a class index (counting elements
- * from 1). */
-static void bad_class(const char *fn, const char *what, double v,
-                      int64_t at, int64_t classes)
-{
-  d2r_fail("%s: %s: class index %.17g at element %lld is not an integer in "
-           "[0, %lld)", fn, what, v, (long long)at + 1, (long long)classes);
-}
-
-/* Whether every sample in s[0..n) is a class index; else false with
- * bad_class's message. */
-static bool all_classes(const char *fn, const double *s, int64_t n,
-                        int64_t classes)
-{
-  int64_t bad = d2r_first_nonindex(s, n, classes);
-  if (bad >= 0)
-    bad_class(fn, "samples", s[bad], bad, classes);
-  return bad < 0;
-}
-
 /* The log-probability's backward from differentiable ops, for gradients
  * that will be differentiated again: with g the output gradient and
  * hits_k = sum_j g_j [s_j = k], d/dx_k = hits_k - p_k sum_c hits_c, the
@@ -198,8 +178,9 @@ static int bw_cat_log_prob(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
   /* Checked again: the samples' storage is shared with the caller, who
    * may have written to it through d2r_data since the forward pass
    * (writes through the in-place functions fail the version check). */
-  bool ok = gin[0] && all_classes("categorical_log_prob backward",
-                                  d2r_data(smp), b * draws, c);
+  bool ok = gin[0] && d2r_check_index_values(d2r_data(smp), b * draws, c,
+                        "categorical_log_prob backward: samples: "
+                        "class index") == 0;
   if (ok) {
     const double *x = d2r_data(lc), *pg = d2r_data(gc);
     const double *ps = d2r_data(smp);
@@ -265,7 +246,8 @@ d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
   d2r_release(sc);
   d2r_tensor *lc = si ? d2r_contiguous(logits) : NULL;
   d2r_tensor *out = lc ? d2r_new(2, samples->shape) : NULL;
-  bool ok = out && all_classes(fn, d2r_data(si), b * draws, c);
+  bool ok = out && d2r_check_index_values(d2r_data(si), b * draws, c,
+                        "categorical_log_prob: samples: class index") == 0;
   const double *x = ok ? d2r_data(lc) : NULL, *ps = ok ? d2r_data(si)
                                                       : NULL;
   double *o = ok ? d2r_data(out) : NULL;

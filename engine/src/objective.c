@@ -194,20 +194,6 @@ static bool check_onehot_shapes(const d2r_tensor *samples,
   return false;
 }
 
-/* Whether v[0..n) are all integers in [0, classes), else false with the
- * message the op chain's index check gives. */
-static bool classes_ok(const double *v, int64_t n, int64_t classes,
-                       const char *what)
-{
-  int64_t at = d2r_first_nonindex(v, n, classes);
-  if (at < 0)
-    return true;
-  d2r_fail("onehot_reward: %s: class index %.17g at element %lld is not an "
-           "integer in [0, %lld)", what, v[at], (long long)at + 1,
-           (long long)classes);
-  return false;
-}
-
 /* The reward in one pass over [B, G] when U is not differentiated: the
  * same arithmetic as onehot_quad, without its chain of temporaries. */
 static d2r_tensor *onehot_values(const d2r_tensor *samples,
@@ -219,9 +205,12 @@ static d2r_tensor *onehot_values(const d2r_tensor *samples,
   d2r_tensor *lc = sc ? d2r_contiguous((d2r_tensor *)labels) : NULL;
   d2r_tensor *uc = lc ? d2r_contiguous(U) : NULL;
   d2r_tensor *out = uc ? d2r_empty(2, d2r_shape(samples)) : NULL;
-  bool ok = out && classes_ok(d2r_data(sc), b * draws, classes,
-                              "samples") &&
-            classes_ok(d2r_data(lc), b, classes, "labels");
+  const char *smsg = "onehot_reward: samples: class index";
+  const char *lmsg = "onehot_reward: labels: class index";
+  bool ok = out &&
+            d2r_check_index_values(d2r_data(sc), b * draws, classes,
+                                   smsg) == 0 &&
+            d2r_check_index_values(d2r_data(lc), b, classes, lmsg) == 0;
   const double *ps = ok ? d2r_data(sc) : NULL, *pl = ok ? d2r_data(lc)
                                                         : NULL;
   const double *u = ok ? d2r_data(uc) : NULL;

@@ -116,9 +116,11 @@ bool d2r_shape_fits(int ndim, const int64_t *shape);
  * compute outside the kernels of ops.c. */
 d2r_tensor *d2r_watch(d2r_tensor *out, const char *name, int nin,
                       d2r_tensor *const *in);
-/* The position of the first of v[0..n) that is not an integer in
- * [0, bound), or -1 when all are: index checks in one vectorised pass. */
-int64_t d2r_first_nonindex(const double *v, int64_t n, int64_t bound);
+/* d2r_check_index on a contiguous array v[0..n): 0 when every value is
+ * an integer in [0, bound), else -1 with the same message (fn, the
+ * value and its element counting from 1).  One vectorised pass. */
+int d2r_check_index_values(const double *v, int64_t n, int64_t bound,
+                           const char *fn);
 /* The sum of x[0..n) in the order every sum along a last axis uses
  * (eight interleaved partial sums), so a fused loop can reproduce the
  * op chain's numbers exactly. */

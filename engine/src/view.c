@@ -298,7 +298,8 @@ static inline double index_gap(double x, double last) {
   return fabs(x - ((c + ROUNDER) - ROUNDER));
 }
 
-int64_t d2r_first_nonindex(const double *v, int64_t n, int64_t bound) {
+/* The position of the first of v[0..n) that is not an index, or -1. */
+static int64_t first_nonindex(const double *v, int64_t n, int64_t bound) {
   /* Blocks of 64 whose gaps are summed in eight lanes (any culprit
    * leaves a non-zero sum); only a failing block is scanned again for
    * its first culprit.  Bounds beyond 2^52 take the scalar check. */
@@ -318,20 +319,29 @@ int64_t d2r_first_nonindex(const double *v, int64_t n, int64_t bound) {
   return -1;
 }
 
+/* The failure of element `at` (counting from 0), value v. */
+static int index_fail(const char *fn, double v, int64_t at, int64_t bound) {
+  d2r_fail("%s %.17g at element %lld is not an integer in [0, %lld)", fn,
+           v, (long long)at + 1, (long long)bound);
+  return -1;
+}
+
+int d2r_check_index_values(const double *v, int64_t n, int64_t bound,
+                           const char *fn) {
+  int64_t bad = first_nonindex(v, n, bound);
+  return bad < 0 ? 0 : index_fail(fn, v[bad], bad, bound);
+}
+
 int d2r_check_index(const d2r_tensor *idx, int64_t bound, const char *fn) {
   if (!idx) return -1;
   d2r_tensor *x = (d2r_tensor *)idx;
-  int64_t bad = -1;
-  if (d2r_is_contiguous(x)) {
-    bad = d2r_first_nonindex(d2r_data(x), x->numel, bound);
-  } else {
-    for (int64_t i = 0; bad < 0 && i < x->numel; i++)
-      if (!is_index(*d2r_ptr_at(x, i), bound)) bad = i;
+  if (d2r_is_contiguous(x))
+    return d2r_check_index_values(d2r_data(x), x->numel, bound, fn);
+  for (int64_t i = 0; i < x->numel; i++) {
+    double v = *d2r_ptr_at(x, i);
+    if (!is_index(v, bound)) return index_fail(fn, v, i, bound);
   }
-  if (bad < 0) return 0;
-  d2r_fail("%s %.17g at element %lld is not an integer in [0, %lld)", fn,
-           *d2r_ptr_at(x, bad), (long long)bad + 1, (long long)bound);
-  return -1;
+  return 0;
 }
 
 static bool check_index(const d2r_tensor *idx, int64_t bound,
