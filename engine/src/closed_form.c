@@ -82,13 +82,27 @@ d2r_tensor *d2r_reward_diagonal(d2r_tensor *y, double lambda) {
   return u;
 }
 
+/* The options the two pseudo-inverses share: null_weight >= 0 and
+ * finite, rtol in (0, 1) with <= 0 (or NaN) selecting 1e-6. */
+static bool pinv_options(double *rtol, double null_weight, const char *fn) {
+  if (!(null_weight >= 0) || !isfinite(null_weight)) {
+    d2r_fail("%s: null_weight must be >= 0 and finite, got %g", fn,
+             null_weight);
+    return false;
+  }
+  if (!(*rtol > 0)) *rtol = 1e-6;
+  if (!(*rtol < 1)) {
+    d2r_fail("%s: rtol must be in (0, 1), got %g", fn, *rtol);
+    return false;
+  }
+  return true;
+}
+
 d2r_tensor *d2r_reward_diagonal_pinv(d2r_tensor *y, double lambda,
                                      double rtol, double null_weight) {
-  if (!check_lambda(lambda, "reward_diagonal_pinv")) return NULL;
-  if (!(null_weight >= 0) || !isfinite(null_weight))
-    return d2r_fail("reward_diagonal_pinv: null_weight must be >= 0 and "
-                    "finite, got %g", null_weight);
-  if (!(rtol > 0)) rtol = 1e-6;
+  if (!check_lambda(lambda, "reward_diagonal_pinv") ||
+      !pinv_options(&rtol, null_weight, "reward_diagonal_pinv"))
+    return NULL;
   d2r_tensor *v = variances(y, "reward_diagonal_pinv");
   d2r_tensor *u = v ? d2r_contiguous(v) : NULL;
   d2r_release(v);
@@ -223,14 +237,9 @@ d2r_tensor *d2r_reward_full_pinv(d2r_tensor *sigma, double lambda,
                                  double rtol, double null_weight,
                                  int64_t *dropped) {
   if (dropped) *dropped = 0;
-  if (!sigma || !check_lambda(lambda, "reward_full_pinv")) return NULL;
-  if (!(null_weight >= 0) || !isfinite(null_weight))
-    return d2r_fail("reward_full_pinv: null_weight must be >= 0 and "
-                    "finite, got %g", null_weight);
-  if (!(rtol > 0)) rtol = 1e-6;
-  if (!(rtol < 1))
-    return d2r_fail("reward_full_pinv: rtol must be in (0, 1), got %g",
-                    rtol);
+  if (!sigma || !check_lambda(lambda, "reward_full_pinv") ||
+      !pinv_options(&rtol, null_weight, "reward_full_pinv"))
+    return NULL;
   int64_t n = d2r_ndim(sigma) == 2 ? d2r_dim(sigma, 0) : -1;
   if (n < 1 || d2r_dim(sigma, 1) != n) {
     char buf[96];

@@ -140,6 +140,9 @@ Test(closed_form, diagonal_pseudo_inverse) {
   d2r_release(u);
   cr_expect_null(d2r_reward_diagonal_pinv(y, 0.5, 0, -1));
   cr_expect(strstr(d2r_error(), "null_weight"), "%s", d2r_error());
+  cr_expect_null(d2r_reward_diagonal_pinv(y, 0.5, 1, 0.7));
+  cr_expect(strstr(d2r_error(), "rtol must be in (0, 1)"), "%s",
+            d2r_error());
   double same[4] = {2, 2, 2, 2};
   d2r_tensor *flat = d2r_matrix(2, 2, same);
   cr_expect_null(d2r_reward_diagonal_pinv(flat, 0.5, 0, 1));

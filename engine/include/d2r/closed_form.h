@@ -26,8 +26,8 @@ d2r_tensor *d2r_reward_isotropic(d2r_tensor *y, double lambda);
 d2r_tensor *d2r_reward_diagonal(d2r_tensor *y, double lambda);
 /* The diagonal u* with the treatment d2r_reward_full_pinv gives constant
  * directions: u_i = lambda / (2 Sigma_ii), except null_weight >= 0 for a
- * dimension whose variance is at most rtol times the largest (rtol <= 0
- * selects 1e-6).  Fails when no dimension varies. */
+ * dimension whose variance is at most rtol times the largest (rtol in
+ * (0, 1); <= 0 selects 1e-6).  Fails when no dimension varies. */
 d2r_tensor *d2r_reward_diagonal_pinv(d2r_tensor *y, double lambda,
                                      double rtol, double null_weight);
 /* beta* for one-hot targets from integer labels [N] in [0, classes).
