@@ -27,14 +27,15 @@
  * memory (same results).  Engine memory is per thread, and so is this
  * threshold.
  */
-static _Thread_local size_t gc_threshold = (size_t)4 << 20;
+#define GC_FLOOR ((size_t)4 << 20)
+static _Thread_local size_t gc_threshold = GC_FLOOR;
 
 static void gc_pressure(lua_State *L) {
   if (d2r_live_bytes() < gc_threshold)
     return;
   lua_gc(L, LUA_GCCOLLECT);
   size_t live = d2r_live_bytes();
-  gc_threshold = live > ((size_t)2 << 20) ? 2 * live : (size_t)4 << 20;
+  gc_threshold = 2 * live > GC_FLOOR ? 2 * live : GC_FLOOR;
 }
 
 d2r_tensor **ld2r_newtensor(lua_State *L) {
