@@ -19,17 +19,14 @@ enum {
   W_LARGE = 4,      /* one PG update of a large dynamics model */
   W_IMPLICIT = 5,   /* one implicit-differentiation outer step */
   W_SWEEP = 6,      /* a sweep of 100 toy runs, in a d2r process */
-  W_SWEEP_CHUNK = 7, /* the same sweep, 10 runs per worker process */
+  W_SWEEP_ISOLATED = 7, /* the same sweep, a worker process per run */
   W_GEMM3 = 103,    /* the matrix products of workload 3, bare dgemm */
   W_GEMM4 = 104,    /* the matrix products of workload 4, bare dgemm */
   W_GEMM_SQ = 110   /* one square 1024 dgemm: the machine's rate */
 };
 
-/* Runs per sweep worker process in workload 7 (workload 6: 1). */
-#define BENCH_SWEEP_CHUNK 10
-
 /* Whether w is one of the sweeps (6 and 7). */
-#define BENCH_IS_SWEEP(w) ((w) == W_SWEEP || (w) == W_SWEEP_CHUNK)
+#define BENCH_IS_SWEEP(w) ((w) == W_SWEEP || (w) == W_SWEEP_ISOLATED)
 
 /*
  * Workloads 6 and 7 take seconds a step: their measurements follow a fixed

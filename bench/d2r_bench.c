@@ -91,9 +91,10 @@ static void usage(FILE *f) {
     "tabular epoch, 2 toy Gaussian, 3 dynamics, 4 large dynamics, 5\n"
     "implicit-differentiation outer step (toy, U = u I), 6 sweep of 100\n"
     "toy runs, end to end in a fresh process (d2r: bench/toy_sweep.lua,\n"
-    "one sweep worker per thread; PyTorch: bench/torch/toy_sweep.py),\n"
-    "7 the same sweep with 10 runs per d2r worker process instead of\n"
-    "one (PyTorch: the same script); 6 and 7 run 1 warm-up sweep and\n"
+    "one sweep worker per thread, the runner's default chunk \"auto\";\n"
+    "PyTorch: bench/torch/toy_sweep.py), 7 the same sweep with a d2r\n"
+    "worker process per run, --chunk 1 (PyTorch: the same script); 6\n"
+    "and 7 run 1 warm-up sweep and\n"
     "min(--runs, 3) timed ones.  -v also\n"
     "shows each child's note (5: u, its hypergradient, the CG residual).\n");
 }
@@ -604,7 +605,7 @@ static void table_header(int threads) {
 static const char *short_name(int w) {
   static const char *names[] = {"baseline", "tabular", "gaussian",
                                 "dynamics", "large", "implicit", "sweep",
-                                "sweep/10"};
+                                "sweep/1"};
   return w >= 0 && w <= 7 ? names[w] : "?";
 }
 

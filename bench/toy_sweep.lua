@@ -12,14 +12,14 @@
 -- twin.
 --
 --   d2r bench/toy_sweep.lua --out DIR [--runs 100] [--updates 100]
---       [--workers 1] [--chunk 1] [--progress none]
+--       [--workers 1] [--chunk auto] [--progress none]
 local d2r = require "d2r"
 
 local opts = d2r.script_options("toy_sweep", {
   runs = 100,
   updates = 100,
   workers = 1,
-  chunk = 1,
+  chunk = "auto",
   progress = "none",
 }, [[
 usage: d2r bench/toy_sweep.lua [options]
@@ -27,7 +27,8 @@ usage: d2r bench/toy_sweep.lua [options]
   --runs N        runs, seeded 1..N (100)
   --updates K     PG updates per run (100)
   --workers W     sweep worker processes (1; 0: in this process)
-  --chunk C       runs per worker process (1: a process per run)
+  --chunk C       runs per worker process: auto (the runner's default)
+                  or a number (1: a process per run)
   --progress M    auto, bar, lines or none (none)]])
 if not opts then return end
 
@@ -72,7 +73,8 @@ local sw = d2r.sweep{
   name = "toy_sweep", store = opts.out .. "/runs.sqlite",
   grid = {run_seed = seeds, updates = opts.updates}, run = run,
 }
-local res = sw:run{workers = opts.workers, chunk = opts.chunk,
+local chunk = math.tointeger(tonumber(opts.chunk)) or opts.chunk
+local res = sw:run{workers = opts.workers, chunk = chunk,
                    progress = opts.progress}
 
 -- What the store holds now: every run done, one finite NLL each.

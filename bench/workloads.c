@@ -503,7 +503,7 @@ static int imp_setup(uint64_t seed, bench_work *b) {
 
 typedef struct sweep_state {
   int workers;
-  int chunk;           /* runs per worker process */
+  const char *chunk;   /* runs per worker process: "auto" or a number */
   char script[4096];
   double nll_mean;     /* what the last sweep's script reported */
 } sweep_state;
@@ -545,9 +545,8 @@ static void read_log(const char *path, double *nll, char *msg,
 /* Runs the script with its output going to log; the exit status, or -1
  * (with a message) when it could not be run or did not exit. */
 static int sweep_run(sweep_state *w, const char *dir, const char *log) {
-  char workers[16], runs[16], updates[16], chunk[16];
+  char workers[16], runs[16], updates[16];
   snprintf(workers, sizeof workers, "%d", w->workers);
-  snprintf(chunk, sizeof chunk, "%d", w->chunk);
   snprintf(runs, sizeof runs, "%d", SWEEP_RUNS);
   snprintf(updates, sizeof updates, "%d", SWEEP_UPDATES);
   fflush(stdout);
@@ -566,7 +565,7 @@ static int sweep_run(sweep_state *w, const char *dir, const char *log) {
     }
     execl(D2R_BENCH_D2R_EXE, "d2r", w->script, "--out", dir, "--runs",
           runs, "--updates", updates, "--workers", workers, "--chunk",
-          chunk, (char *)NULL);
+          w->chunk, (char *)NULL);
     fprintf(stderr, "d2r: cannot run %s: %s\n", D2R_BENCH_D2R_EXE,
             strerror(errno));
     _exit(127);
@@ -606,12 +605,12 @@ static int sweep_step(void *p) {
 
 static void sweep_note(void *p, char *buf, size_t size) {
   sweep_state *w = p;
-  snprintf(buf, size, "workers:%d,chunk:%d,runs:%d,updates:%d,"
+  snprintf(buf, size, "workers:%d,chunk:%s,runs:%d,updates:%d,"
            "val_nll_mean:%.6g", w->workers, w->chunk, SWEEP_RUNS,
            SWEEP_UPDATES, w->nll_mean);
 }
 
-static int sweep_setup(int chunk, bench_work *b) {
+static int sweep_setup(const char *chunk, bench_work *b) {
   sweep_state *w = calloc(1, sizeof *w);
   if (w == NULL) return d2r_fail("out of memory"), -1;
   w->chunk = chunk;
@@ -757,8 +756,8 @@ const char *bench_describe(int w) {
            "U = u I";
   case W_SWEEP:
     return "sweep: 100 toy runs of 100 updates, a d2r process end to end";
-  case W_SWEEP_CHUNK:
-    return "sweep as 6, 10 runs per worker process instead of 1";
+  case W_SWEEP_ISOLATED:
+    return "sweep as 6, a worker process per run (--chunk 1)";
   case W_GEMM3: return "bare dgemm: the products of workload 3";
   case W_GEMM4: return "bare dgemm: the products of workload 4";
   case W_GEMM_SQ: return "bare dgemm: 1024 x 1024 x 1024";
@@ -778,8 +777,8 @@ int bench_setup(int w, uint64_t seed, bench_work *out) {
   case W_DYNAMICS: return pol_setup(&SPEC_DYN, seed, out);
   case W_LARGE: return pol_setup(&SPEC_LARGE, seed, out);
   case W_IMPLICIT: return imp_setup(seed, out);
-  case W_SWEEP: return sweep_setup(1, out);
-  case W_SWEEP_CHUNK: return sweep_setup(BENCH_SWEEP_CHUNK, out);
+  case W_SWEEP: return sweep_setup("auto", out);
+  case W_SWEEP_ISOLATED: return sweep_setup("1", out);
   case W_GEMM3: return gemm_spec_setup(&SPEC_DYN, "gemm3", out);
   case W_GEMM4: return gemm_spec_setup(&SPEC_LARGE, "gemm4", out);
   case W_GEMM_SQ: return gemm_setup("gemm1024", 1, sq, 1024, out);

@@ -353,7 +353,7 @@ def make(w, dtype, data, threads=1):
     if w == 5:
         return Implicit(dtype)
     if w in (6, 7):
-        # 7 differs from 6 only in d2r's runs per worker process; the
+        # 7 differs from 6 only in d2r's runs per worker process (one); the
         # PyTorch script runs all its runs in one process either way.
         return Sweep(str(dtype).replace("torch.", ""), threads)
     raise NotImplementedError("unknown workload %d" % w)

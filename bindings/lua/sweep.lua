@@ -911,6 +911,10 @@ local function outcome(a, desc)
   return "failed", ("worker %s before finishing the run"):format(desc)
 end
 
+-- The work a worker process is given when runs share processes
+-- (chunk "auto"), in seconds.
+local AUTO_CHUNK_SECONDS = 0.25
+
 -- Runs the list todo through sink, with workers forked processes (or
 -- in this process when workers is 0).  env: revision, host, timeout,
 -- tick (seconds between checks), hook (called every tick), progress.
@@ -942,14 +946,30 @@ local function execute(self, todo, sink, env, workers)
   -- per run).  When a worker dies in the middle of its list, the run
   -- in progress fails with the cause and the runs it had not started go
   -- back to the front of the queue.
-  local chunk = env.chunk or 1
   local queue, head = {}, 1
   for i, run in ipairs(todo) do queue[i] = run end
   local active = {}
+  local finished_runs, finished_seconds = 0, 0
+  -- Runs for the next worker process.  "auto": one until a run has
+  -- finished; then enough runs, at the mean time of those finished, for
+  -- AUTO_CHUNK_SECONDS of work, and at most an even share of what is
+  -- left (so the workers end together).  Runs longer than that keep a
+  -- process each; a process costs about 2 ms (fork, exit, fresh pages),
+  -- which only matters beside runs of milliseconds.
+  local function chunk_size()
+    if env.chunk ~= "auto" then return env.chunk end
+    if finished_runs == 0 then return 1 end
+    local mean = finished_seconds / finished_runs
+    local by_time = mean > 0 and floor(AUTO_CHUNK_SECONDS / mean) or huge
+    local share = (#queue - head + 1 + workers - 1) // workers
+    return math.max(1, math.min(by_time, share))
+  end
   local function finish(a, status, err)
     local now = d2r.proc.time()
     local fin = {status = status, error = err, finished = now,
                  seconds = now - a.info.started}
+    finished_runs = finished_runs + 1
+    finished_seconds = finished_seconds + fin.seconds
     local run = a.run
     a.run, a.result, a.err = nil, nil, nil
     sink.finish(run, fin)
@@ -969,7 +989,7 @@ local function execute(self, todo, sink, env, workers)
   local function loop()
     while head <= #queue or #active > 0 do
       while #active < workers and head <= #queue do
-        local batch = {}
+        local batch, chunk = {}, chunk_size()
         while #batch < chunk and head <= #queue do
           batch[#batch + 1] = queue[head]
           head = head + 1
@@ -1084,10 +1104,10 @@ local function should_run(row, retry)
 end
 
 local function environment(self, opts, progress)
-  local chunk = opts.chunk or 1
-  if math.type(chunk) ~= "integer" or chunk < 1 then
-    error("sweep: chunk must be an integer >= 1 (runs per worker "
-          .. "process)", 0)
+  local chunk = opts.chunk or "auto"
+  if chunk ~= "auto" and (math.type(chunk) ~= "integer" or chunk < 1) then
+    error("sweep: chunk must be \"auto\" or an integer >= 1 (runs per "
+          .. "worker process)", 0)
   end
   return {
     revision = opts.revision or git_revision(),

@@ -226,10 +226,43 @@ end
 check.eq(#cres:metrics(), 2 * 2 * 13, "chunked: the same metrics")
 pres:close()
 cres:close()
-check.raises("chunk must be an integer >= 1", function()
+check.raises('chunk must be "auto" or an integer >= 1', function()
   sweep{name = "bad", store = tmp .. "/bad.sqlite", grid = {a = 1},
         run = toy, chunk = 0}:run{workers = 1, progress = "none"}
 end)
+
+-- chunk "auto", the default: short runs share worker processes (the
+-- first runs alone, to time it), runs longer than the 0.25 s a process
+-- is given keep a process each.
+local function processes(path, want_runs)
+  local st = sweep.open(path)
+  local pids, n, runs = {}, 0, st:runs()
+  for _, r in ipairs(runs) do
+    check.eq(r.status, "done", path .. ": run done")
+    if not pids[r.worker] then pids[r.worker], n = true, n + 1 end
+  end
+  check.eq(#runs, want_runs, path .. ": every run stored")
+  st:close()
+  return n
+end
+local short_path = tmp .. "/short.sqlite"
+local xs = {}
+for i = 1, 40 do xs[i] = i end
+sweep{name = "short", store = short_path, grid = {x = xs},
+      run = function(c) return {y = c.x * c.x} end}:run{workers = 1, progress = "none"}
+local short_procs = processes(short_path, 40)
+check.ok(short_procs >= 2 and short_procs <= 10,
+         "40 runs of a millisecond share processes (" .. short_procs
+         .. " for 40 runs)")
+local long_path = tmp .. "/long.sqlite"
+local function slow(c)
+  local t0 = d2r.proc.clock()
+  while d2r.proc.clock() - t0 < 0.3 do end
+  return {y = c.x}
+end
+sweep{name = "long", store = long_path, grid = {x = {1, 2, 3}},
+      run = slow}:run{workers = 1, progress = "none"}
+check.eq(processes(long_path, 3), 3, "runs of 0.3 s keep a process each")
 
 -- A run re-created from its row gives the stored numbers again.
 local row = sweep.open(store):runs{fail = "none", lr = 0.5, rep = 2}[1]
