@@ -66,8 +66,11 @@ static void rowiter_next(rowiter *it) {
   }
 }
 
-typedef void (*kern2)(int64_t n, const double *a, int64_t sa, const double *b,
-                      int64_t sb, double *o);
+/* A binary kernel fills `rows` contiguous rows of n outputs; row r reads
+ * a + r ra and b + r rb, with strides sa and sb along the row. */
+typedef void (*kern2)(int64_t rows, int64_t n, const double *a, int64_t ra,
+                      int64_t sa, const double *b, int64_t rb, int64_t sb,
+                      double *o);
 typedef void (*kern1)(int64_t n, const double *x, int64_t sx, double *o,
                       const double *p);
 
@@ -80,18 +83,32 @@ static d2r_tensor *apply2(d2r_tensor *a, d2r_tensor *b, kern2 k,
   if (!out || out->numel == 0) return out;
   const double *pa = a->st->data + a->offset, *pb = b->st->data + b->offset;
   if (d2r_same_shape(a, b) && d2r_is_contiguous(a) && d2r_is_contiguous(b)) {
-    k(out->numel, pa, 1, pb, 1, out->st->data);
+    k(1, out->numel, pa, 0, 1, pb, 0, 1, out->st->data);
     return out;
   }
-  rowiter it = {.nd = nd, .nin = 2, .shape = shape};
+  if (nd < 2) {
+    int64_t sa = 0, sb = 0;
+    if (nd == 1) {
+      bstrides(a, 1, shape, &sa);
+      bstrides(b, 1, shape, &sb);
+    }
+    k(1, out->numel, pa, 0, sa, pb, 0, sb, out->st->data);
+    return out;
+  }
+  /* The last two dimensions go to the kernel as one block (a [B, 2]
+   * minus a [B, 1] is one call, not B calls of 2 elements); the walk
+   * covers the dimensions before them. */
+  rowiter it = {.nd = nd - 1, .nin = 2, .shape = shape};
   bstrides(a, nd, shape, it.st[0]);
   bstrides(b, nd, shape, it.st[1]);
-  int64_t inner = nd ? shape[nd - 1] : 1;
-  int64_t sa = nd ? it.st[0][nd - 1] : 0, sb = nd ? it.st[1][nd - 1] : 0;
+  int64_t inner = shape[nd - 1], rows = shape[nd - 2];
+  int64_t sa = it.st[0][nd - 1], sb = it.st[1][nd - 1];
+  int64_t ra = it.st[0][nd - 2], rb = it.st[1][nd - 2];
   double *o = out->st->data;
-  for (int64_t r = 0, rows = out->numel / inner; r < rows; r++) {
-    k(inner, pa + it.off[0], sa, pb + it.off[1], sb, o);
-    o += inner;
+  for (int64_t blk = 0, nblk = out->numel / (inner * rows); blk < nblk;
+       blk++) {
+    k(rows, inner, pa + it.off[0], ra, sa, pb + it.off[1], rb, sb, o);
+    o += inner * rows;
     rowiter_next(&it);
   }
   return out;
@@ -141,20 +158,23 @@ d2r_tensor *d2r_watch(d2r_tensor *out, const char *name, int nin,
   return out;
 }
 
-#define KERNEL2(name, expr)                                                \
-  static void name(int64_t n, const double *a, int64_t sa, const double *b, \
-                   int64_t sb, double *o) {                                 \
-    if (sa == 1 && sb == 1) {                                               \
-      for (int64_t i = 0; i < n; i++) {                                     \
-        double x = a[i], y = b[i];                                          \
-        o[i] = (expr);                                                      \
-      }                                                                     \
-    } else {                                                                \
-      for (int64_t i = 0; i < n; i++) {                                     \
-        double x = a[i * sa], y = b[i * sb];                                \
-        o[i] = (expr);                                                      \
-      }                                                                     \
-    }                                                                       \
+#define KERNEL2(name, expr)                                               \
+  static void name(int64_t rows, int64_t n, const double *a, int64_t ra,   \
+                   int64_t sa, const double *b, int64_t rb, int64_t sb,    \
+                   double *o) {                                            \
+    for (int64_t r = 0; r < rows; r++, a += ra, b += rb, o += n) {         \
+      if (sa == 1 && sb == 1) {                                            \
+        for (int64_t i = 0; i < n; i++) {                                  \
+          double x = a[i], y = b[i];                                       \
+          o[i] = (expr);                                                   \
+        }                                                                  \
+      } else {                                                             \
+        for (int64_t i = 0; i < n; i++) {                                  \
+          double x = a[i * sa], y = b[i * sb];                             \
+          o[i] = (expr);                                                   \
+        }                                                                  \
+      }                                                                    \
+    }                                                                      \
   }
 
 #define KERNEL1(name, expr)                                          \
@@ -584,6 +604,11 @@ d2r_tensor *d2r_clamp(d2r_tensor *t, double lo, double hi) {
 int64_t d2r_count_nonfinite(const d2r_tensor *t) {
   if (!t) return -1;
   int64_t bad = 0;
+  if (d2r_is_contiguous(t)) {
+    const double *v = t->st->data + t->offset;
+    for (int64_t i = 0; i < t->numel; i++) bad += !isfinite(v[i]);
+    return bad;
+  }
   for (int64_t i = 0; i < t->numel; i++)
     bad += !isfinite(*d2r_ptr_at((d2r_tensor *)t, i));
   return bad;
@@ -701,7 +726,32 @@ static int bw_extreme(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
   return gin[0] ? 0 : -1;
 }
 
+/* d lse / dx = e^(x - lse) times the output gradient spread along the
+ * reduced axis.  Off the graph this is one pass (the same exp(x - y) * g
+ * per element as the ops below, so the same numbers); under create_graph
+ * the ops, so it can be differentiated again. */
 static int bw_lse(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
+  if (!d2r_grad_enabled()) {
+    d2r_tensor *x = d2r_contiguous(n->in[0]), *gc = d2r_contiguous(g);
+    d2r_tensor *y = d2r_contiguous(n->out);
+    gin[0] = x && gc && y ? d2r_new(x->ndim, x->shape) : NULL;
+    if (gin[0]) {
+      int a = (int)n->i[0];
+      int64_t outer = 1, len = x->shape[a], inner = 1;
+      for (int i = 0; i < a; i++) outer *= x->shape[i];
+      for (int i = a + 1; i < x->ndim; i++) inner *= x->shape[i];
+      const double *xv = d2r_data(x), *gv = d2r_data(gc), *yv = d2r_data(y);
+      double *o = d2r_data(gin[0]);
+      for (int64_t p = 0; p < outer; p++)
+        for (int64_t j = 0; j < len; j++)
+          for (int64_t c = 0; c < inner; c++) {
+            int64_t at = (p * len + j) * inner + c, red = p * inner + c;
+            o[at] = exp(xv[at] - yv[red]) * gv[red];
+          }
+    }
+    d2r_release(x), d2r_release(gc), d2r_release(y);
+    return gin[0] ? 0 : -1;
+  }
   d2r_scope s = D2R_SCOPE_INIT;
   d2r_tensor *y = KEEP(keep_axis(n, n->out));
   d2r_tensor *p = KEEP(d2r_exp(KEEP(d2r_sub(n->in[0], y))));
