@@ -43,6 +43,16 @@ static int f_cat_sample(lua_State *L) {
   return ld2r_check(L, *slot, "categorical_sample");
 }
 
+/* d2r.categorical_counts(rng, logits [, draws]): [B, C] class counts. */
+static int f_cat_counts(lua_State *L) {
+  d2r_rng *r = ld2r_checkrng(L, 1);
+  d2r_tensor *logits = ld2r_checktensor(L, 2);
+  int64_t g = checkdraws(L, 3);
+  d2r_tensor **slot = ld2r_newtensor(L);
+  *slot = d2r_categorical_counts(r, logits, g);
+  return ld2r_check(L, *slot, "categorical_counts");
+}
+
 /* d2r.categorical_log_prob(logits, samples): [B, G]. */
 static int f_cat_log_prob(lua_State *L) {
   d2r_tensor *logits = ld2r_checktensor(L, 1);
@@ -114,6 +124,7 @@ static int f_gauss_entropy(lua_State *L) {
 static const luaL_Reg functions[] = {
   {"class_indices", f_class_indices},
   {"categorical_sample", f_cat_sample},
+  {"categorical_counts", f_cat_counts},
   {"categorical_log_prob", f_cat_log_prob},
   {"categorical_entropy", f_cat_entropy},
   {"categorical_probs", f_cat_probs},

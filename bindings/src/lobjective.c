@@ -42,6 +42,16 @@ static int f_onehot(lua_State *L) {
   return ld2r_check(L, *slot, "onehot_reward");
 }
 
+/* d2r.onehot_reward_classes(labels, classes, U): [B, classes]. */
+static int f_onehot_classes(lua_State *L) {
+  d2r_tensor *y = ld2r_checkoperand(L, 1);
+  int64_t c = checkclasses(L, 2);
+  d2r_tensor *U = ld2r_checkoperand(L, 3);
+  d2r_tensor **slot = ld2r_newtensor(L);
+  *slot = d2r_onehot_reward_classes(y, c, U);
+  return ld2r_check(L, *slot, "onehot_reward_classes");
+}
+
 /* ---- losses ---------------------------------------------------------- */
 
 static int f_cross_entropy(lua_State *L) {
@@ -149,6 +159,25 @@ static int f_pg_surrogate(lua_State *L) {
   return 2;
 }
 
+/* d2r.pg_surrogate_counts(logp, reward, counts, entropy, lambda
+ * [, options]): the loss and its diagnostics, from class counts. */
+static int f_pg_surrogate_counts(lua_State *L) {
+  d2r_pg_options o;
+  d2r_pg_stats st;
+  d2r_tensor *logp = ld2r_checktensor(L, 1);
+  d2r_tensor *r = ld2r_checktensor(L, 2);
+  d2r_tensor *n = ld2r_checktensor(L, 3);
+  d2r_tensor *h = lua_isnil(L, 4) ? NULL : ld2r_checktensor(L, 4);
+  double lambda = luaL_checknumber(L, 5);
+  d2r_tensor **slot;
+  checkpg(L, 6, &o);
+  slot = ld2r_newtensor(L);
+  *slot = d2r_pg_surrogate_counts(logp, r, n, h, lambda, &o, &st);
+  ld2r_check(L, *slot, "pg_surrogate_counts");
+  pushstats(L, &st);
+  return 2;
+}
+
 /* d2r.pathwise_surrogate(reward, entropy, lambda): loss, diagnostics. */
 static int f_pathwise(lua_State *L) {
   d2r_pg_stats st;
@@ -202,6 +231,8 @@ static int f_onehot_beta(lua_State *L) {
 
 static const luaL_Reg functions[] = {
   {"mahalanobis_reward", f_mahalanobis}, {"onehot_reward", f_onehot},
+  {"onehot_reward_classes", f_onehot_classes},
+  {"pg_surrogate_counts", f_pg_surrogate_counts},
   {"cross_entropy", f_cross_entropy}, {"gaussian_nll", f_gaussian_nll},
   {"mse", f_mse}, {"pg_transform", f_pg_transform},
   {"pg_surrogate", f_pg_surrogate}, {"pathwise_surrogate", f_pathwise},

@@ -13,6 +13,7 @@
  */
 #include "d2r/dist.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -146,6 +147,48 @@ d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
   return out;
 }
 
+d2r_tensor *d2r_categorical_counts(d2r_rng *rng, d2r_tensor *logits,
+                                   int64_t draws)
+{
+  const char *fn = "categorical_counts";
+  if (!logits || !check_logits(logits, fn))
+    return NULL;
+  if (!rng)
+    return d2r_fail("%s: no random generator", fn);
+  if (draws < 1 || (uint64_t)draws > UINT_MAX)
+    return d2r_fail("%s: draws must be in [1, %u], got %lld", fn, UINT_MAX,
+                    (long long)draws);
+  if (d2r_count_nonfinite(logits) > 0)
+    return d2r_fail("%s: logits hold non-finite values", fn);
+  int64_t b = logits->shape[0], c = logits->shape[1];
+  d2r_tensor *lc = d2r_contiguous(logits);
+  d2r_tensor *out = lc ? d2r_new(2, logits->shape) : NULL;
+  double small[SMALL_DIMS];
+  double *p = dims_buffer(small, c);
+  bool ok = out && p;
+  if (out && !p)
+    d2r_fail("%s: out of memory", fn);
+  const double *x = ok ? d2r_data(lc) : NULL;
+  double *o = ok ? d2r_data(out) : NULL;
+  for (int64_t i = 0; ok && i < b; i++, x += c, o += c) {
+    /* Unnormalised probabilities e^(x - max), the largest of them 1:
+     * GSL divides by their sum. */
+    double m = x[0];
+    for (int64_t k = 1; k < c; k++)
+      m = x[k] > m ? x[k] : m;
+    for (int64_t k = 0; k < c; k++)
+      p[k] = exp(x[k] - m);
+    ok = d2r_rng_multinomial(rng, p, c, draws, o) == 0;
+  }
+  release_dims(p, small);
+  d2r_release(lc);
+  if (!ok) {
+    d2r_release(out);
+    return NULL;
+  }
+  return out;
+}
+
 /* The log-probability's backward from differentiable ops, for gradients
  * that will be differentiated again: with g the output gradient and
  * hits_k = sum_j g_j [s_j = k], d/dx_k = hits_k - p_k sum_c hits_c, the
@@ -271,19 +314,102 @@ d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
   return out;
 }
 
-d2r_tensor *d2r_categorical_entropy(d2r_tensor *logits)
+/* One row's log-probabilities lp = x - lse, probabilities p = e^lp and
+ * entropy -sum_k p lp, with the arithmetic of the log_softmax, exp, mul
+ * and sum ops (pl is scratch for the products). */
+static double row_entropy(const double *x, int64_t c, double *lp, double *p,
+                          double *pl)
 {
-  if (!logits || !check_logits(logits, "categorical_entropy"))
-    return NULL;
-  /* H = -sum_c p_c log p_c with log p = log_softmax(logits), p = e^log p:
-   * one log-sum-exp, and exact gradients p_j (log p_j + H) by autodiff. */
+  double lse = row_lse(x, c);
+  for (int64_t k = 0; k < c; k++) {
+    lp[k] = x[k] - lse;
+    p[k] = exp(lp[k]);
+    pl[k] = p[k] * lp[k];
+  }
+  return -d2r_sum_lanes(pl, c);
+}
+
+/* dH/dx_k = -p_k (log p_k + H), from differentiable ops when the
+ * gradient will be differentiated again. */
+static int bw_cat_entropy_graph(d2r_node *nd, d2r_tensor *g,
+                                d2r_tensor **gin)
+{
   d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *lp = d2r_keep(&s, d2r_log_softmax(logits, 1));
+  d2r_tensor *lp = d2r_keep(&s, d2r_log_softmax(nd->in[0], 1));
   d2r_tensor *p = d2r_keep(&s, d2r_exp(lp));
   d2r_tensor *plp = d2r_keep(&s, d2r_mul(p, lp));
-  d2r_tensor *sum = d2r_keep(&s, d2r_sum(plp, 1, false));
-  d2r_tensor *out = d2r_neg(sum);
+  d2r_tensor *h = d2r_keep(&s, d2r_neg(d2r_keep(&s, d2r_sum(plp, 1,
+                                                           true))));
+  d2r_tensor *t = d2r_keep(&s, d2r_mul(p, d2r_keep(&s, d2r_add(lp, h))));
+  d2r_tensor *gc = d2r_keep(&s, d2r_unsqueeze(g, 1));
+  gin[0] = d2r_neg(d2r_keep(&s, d2r_mul(t, gc)));
   d2r_scope_end(&s);
+  return gin[0] ? 0 : -1;
+}
+
+/* The same gradient in one pass, from the log-probabilities,
+ * probabilities and entropy of each row that the forward pass kept in
+ * aux ([B, 2C + 1]: no exp or log again). */
+static int bw_cat_entropy(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
+{
+  if (d2r_grad_enabled())
+    return bw_cat_entropy_graph(nd, g, gin);
+  d2r_tensor *logits = nd->in[0];
+  int64_t b = logits->shape[0], c = logits->shape[1];
+  d2r_tensor *gc = d2r_contiguous(g);
+  gin[0] = gc ? d2r_new(2, logits->shape) : NULL;
+  if (gin[0]) {
+    const double *kept = d2r_data(nd->aux), *pg = d2r_data(gc);
+    double *o = d2r_data(gin[0]);
+    for (int64_t i = 0; i < b; i++, kept += 2 * c + 1, o += c) {
+      const double *lp = kept, *p = kept + c;
+      double h = kept[2 * c];
+      for (int64_t k = 0; k < c; k++)
+        o[k] = -(p[k] * (lp[k] + h)) * pg[i];
+    }
+  }
+  d2r_release(gc);
+  return gin[0] ? 0 : -1;
+}
+
+/* H = -sum_c p_c log p_c per row, as one node: the values of the op
+ * chain (log_softmax, exp, mul, sum, neg) to the last bit, at a fraction
+ * of its cost in a small step; the gradient -p (log p + H) in one pass
+ * from what the forward pass computed. */
+d2r_tensor *d2r_categorical_entropy(d2r_tensor *logits)
+{
+  const char *fn = "categorical_entropy";
+  if (!logits || !check_logits(logits, fn))
+    return NULL;
+  int64_t b = logits->shape[0], c = logits->shape[1];
+  int64_t keep_shape[2] = {b, 2 * c + 1};
+  d2r_tensor *lc = d2r_contiguous(logits);
+  d2r_tensor *out = lc ? d2r_new(1, &b) : NULL;
+  d2r_tensor *kept = out ? d2r_new(2, keep_shape) : NULL;
+  double small[SMALL_DIMS];
+  double *pl = kept ? dims_buffer(small, c) : NULL;
+  if (kept && !pl)
+    d2r_fail("%s: out of memory", fn);
+  if (pl) {
+    const double *x = d2r_data(lc);
+    double *o = d2r_data(out), *k = d2r_data(kept);
+    for (int64_t i = 0; i < b; i++, x += c, k += 2 * c + 1)
+      o[i] = k[2 * c] = row_entropy(x, c, k, k + c, pl);
+  }
+  bool ok = pl != NULL;
+  release_dims(pl, small);
+  d2r_release(lc);
+  if (ok && !(out = d2r_watch(out, fn, 1, &logits)))
+    ok = false;
+  if (!ok) {
+    d2r_release(kept);
+    d2r_release(out);
+    return NULL;
+  }
+  out = d2r_record(out, fn, bw_cat_entropy, 1, &logits);
+  if (out && out->node)
+    d2r_set_aux(out->node, d2r_retain(kept));
+  d2r_release(kept);
   return out;
 }
 

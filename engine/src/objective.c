@@ -267,6 +267,31 @@ d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
   return out;
 }
 
+d2r_tensor *d2r_onehot_reward_classes(const d2r_tensor *labels,
+                                      int64_t classes, d2r_tensor *U)
+{
+  if (!labels || !U)
+    return NULL;
+  if (d2r_ndim(labels) != 1 || classes < 1) {
+    char buf[64];
+    return d2r_fail("onehot_reward_classes: labels must be [B] and classes "
+                    ">= 1, got %s and %lld",
+                    d2r_shape_str(labels, buf, sizeof buf),
+                    (long long)classes);
+  }
+  int64_t shape[2] = {d2r_dim(labels, 0), classes};
+  d2r_tensor *grid = d2r_empty(2, shape);
+  if (!grid)
+    return NULL;
+  double *v = d2r_data(grid);
+  for (int64_t i = 0; i < shape[0]; i++)
+    for (int64_t k = 0; k < classes; k++)
+      v[i * classes + k] = (double)k;
+  d2r_tensor *out = d2r_onehot_reward(grid, labels, classes, U);
+  d2r_release(grid);
+  return out;
+}
+
 /* ---- likelihood and regression losses -------------------------------- */
 
 d2r_tensor *d2r_cross_entropy(d2r_tensor *logits, const d2r_tensor *labels)
@@ -380,13 +405,17 @@ static d2r_tensor *mean_std(d2r_scope *s, d2r_tensor *t, double eps)
   d2r_tensor *c = d2r_keep(s, d2r_sub(t, d2r_keep(s, d2r_mean(t, 1, true))));
   if (d2r_dim(t, 1) < 2)
     return c;  /* one sample: t - t = 0 exactly */
-  d2r_tensor *sd = d2r_keep(s, d2r_sqrt(d2r_keep(s, d2r_var(t, 1, true,
-                                                             1))));
+  d2r_tensor *var = d2r_keep(s, d2r_var(t, 1, true, 1));
   d2r_tensor *spread = d2r_keep(s, d2r_sub(d2r_keep(s, d2r_max(t, 1, true)),
                                            d2r_keep(s, d2r_min(t, 1, true))));
   d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
   d2r_tensor *one = d2r_keep(s, d2r_scalar(1.0));
   d2r_tensor *live = d2r_keep(s, d2r_gt(spread, zero));
+  /* The square root of a live row's variance only: at a variance of 0
+   * its derivative is infinite, and 0 times that would put a NaN in the
+   * reward's gradient although the row's value is 0. */
+  d2r_tensor *sd = d2r_keep(s, d2r_sqrt(d2r_keep(s, d2r_where(live, var,
+                                                              one))));
   d2r_tensor *den = d2r_keep(s, d2r_where(live, d2r_keep(s, d2r_adds(sd,
                                                                    eps)),
                                           one));
@@ -602,12 +631,14 @@ static int bw_score_term(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
 }
 
 /*
- * mean(-logp * rt) for constant rt as one node and one pass each way
- * (the chain was a negation, a product, a sum and a scaling, and as
- * many passes back).  The products are summed as the chain's mean sums
- * them, so the value is the chain's to the last bit.
+ * scale * sum(-logp * rt) for constant rt (scale 1 / numel: the mean)
+ * as one node and one pass each way (the chain was a negation, a
+ * product, a sum and a scaling, and as many passes back).  The products
+ * are summed as the chain's mean sums them, so the value is the chain's
+ * to the last bit.
  */
-static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt)
+static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt,
+                              double scale)
 {
   d2r_tensor *lc = d2r_contiguous(logp);
   d2r_tensor *prod = lc ? d2r_new(lc->ndim, lc->shape) : NULL;
@@ -619,7 +650,6 @@ static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt)
   double *pr = d2r_data(prod);
   for (int64_t k = 0; k < lc->numel; k++)
     pr[k] = -lp[k] * r[k];
-  double scale = 1.0 / (double)lc->numel;
   double value = d2r_sum_lanes(pr, lc->numel) * scale;
   d2r_release(prod);
   d2r_release(lc);
@@ -647,7 +677,7 @@ d2r_tensor *d2r_pg_surrogate(d2r_tensor *logp, d2r_tensor *reward,
   d2r_tensor *rt = d2r_keep(&s, d2r_pg_transform(reward, o));
   d2r_tensor *pg = NULL;
   if (rt && o->clip == 0 && plain_rows(reward, o) && logp->numel > 0) {
-    pg = d2r_keep(&s, score_term(logp, rt));
+    pg = d2r_keep(&s, score_term(logp, rt, 1.0 / (double)logp->numel));
   } else {
     d2r_tensor *nlp = d2r_keep(&s, rt ? d2r_neg(logp) : NULL);
     if (o->clip > 0)
@@ -657,6 +687,255 @@ d2r_tensor *d2r_pg_surrogate(d2r_tensor *logp, d2r_tensor *reward,
   d2r_tensor *out = d2r_retain(add_entropy(&s, pg, entropy, lambda));
   if (out)
     fill_stats(stats, reward, rt, entropy);
+  d2r_scope_end(&s);
+  return out;
+}
+
+/* ---- the surrogate from class counts --------------------------------- */
+
+/*
+ * With counts n [B, C], entry (b, k) stands for n_bk of the G samples of
+ * row b, all of class k: every transform, baseline and mean below is
+ * the per-sample one of d2r_pg_transform and d2r_pg_surrogate, written
+ * with those multiplicities.
+ */
+
+/* The counts as a constant [B, C] tensor, checked: logp, reward and
+ * counts all [B, C], counts non-negative integers with the same row sum
+ * G >= 1 (>= 2 for LOO).  Sets *g; NULL on failure. */
+static d2r_tensor *checked_counts(const d2r_tensor *logp,
+                                  const d2r_tensor *reward,
+                                  const d2r_tensor *counts,
+                                  const d2r_pg_options *o, int64_t *g)
+{
+  const char *fn = "pg_surrogate_counts";
+  char b1[64], b2[64], b3[64];
+  if (d2r_ndim(logp) != 2 || !d2r_same_shape(logp, reward) ||
+      !d2r_same_shape(logp, counts))
+    return d2r_fail("%s: logp, reward and counts must all be [B, C], got "
+                    "%s, %s and %s", fn, d2r_shape_str(logp, b1, sizeof b1),
+                    d2r_shape_str(reward, b2, sizeof b2),
+                    d2r_shape_str(counts, b3, sizeof b3));
+  int64_t b = d2r_dim(logp, 0), c = d2r_dim(logp, 1);
+  if (b < 1 || c < 1)
+    return d2r_fail("%s: needs at least one row and one class, got %s", fn,
+                    d2r_shape_str(logp, b1, sizeof b1));
+  d2r_tensor *cc = d2r_contiguous((d2r_tensor *)counts);
+  d2r_tensor *n = cc ? d2r_detach(cc) : NULL;
+  d2r_release(cc);
+  if (!n)
+    return NULL;
+  const double *v = d2r_data(n);
+  int64_t total = -1;
+  for (int64_t i = 0; i < b; i++) {
+    double row = 0;
+    for (int64_t k = 0; k < c; k++) {
+      double x = v[i * c + k];
+      /* In range first, so the conversion is defined. */
+      if (!(x >= 0 && x <= 0x1p52) || (double)(int64_t)x != x) {
+        d2r_release(n);
+        return d2r_fail("%s: counts must be non-negative integers, got "
+                        "%.17g at row %lld, class %lld", fn, x,
+                        (long long)i + 1, (long long)k + 1);
+      }
+      row += x;
+    }
+    if (total < 0)
+      total = (int64_t)row;
+    if (row < 1 || (double)total != row) {
+      d2r_release(n);
+      return d2r_fail("%s: every row of counts must hold the same number "
+                      "of draws G >= 1; row 1 holds %lld, row %lld %.17g",
+                      fn, (long long)total, (long long)i + 1, row);
+    }
+  }
+  if (o->baseline == D2R_BASELINE_LOO && total < 2) {
+    d2r_release(n);
+    return d2r_fail("%s: the leave-one-out baseline needs G >= 2, got G = "
+                    "%lld", fn, (long long)total);
+  }
+  *g = total;
+  return n;
+}
+
+/* sum_k n_k t_k per row, kept as [B, 1]. */
+static d2r_tensor *row_total(d2r_scope *s, d2r_tensor *n, d2r_tensor *t)
+{
+  return d2r_keep(s, d2r_sum(d2r_keep(s, d2r_mul(n, t)), 1, true));
+}
+
+/* The smallest (sign 1) or largest (sign -1) t over the classes drawn. */
+static d2r_tensor *drawn_extreme(d2r_scope *s, d2r_tensor *n, d2r_tensor *t,
+                                 int sign)
+{
+  d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
+  d2r_tensor *away = d2r_keep(s, d2r_scalar(sign * INFINITY));
+  d2r_tensor *drawn = d2r_keep(s, d2r_gt(n, zero));
+  d2r_tensor *masked = d2r_keep(s, d2r_where(drawn, t, away));
+  return d2r_keep(s, sign > 0 ? d2r_min(masked, 1, true)
+                              : d2r_max(masked, 1, true));
+}
+
+/* The transformed and baselined rewards of every class, [B, C]: the
+ * value each of the class's samples gets in d2r_pg_transform. */
+static d2r_tensor *transform_counts(d2r_scope *s, d2r_tensor *r,
+                                    d2r_tensor *n, int64_t g,
+                                    const d2r_pg_options *o)
+{
+  d2r_tensor *t = r;
+  if (o->transform == D2R_TRANSFORM_MIN_SHIFT)
+    t = d2r_keep(s, d2r_sub(r, drawn_extreme(s, n, r, 1)));
+  else if (o->transform == D2R_TRANSFORM_RBF)
+    t = d2r_keep(s, d2r_exp(d2r_keep(s, d2r_muls(r, o->gamma))));
+  if (!t || o->baseline == D2R_BASELINE_NONE)
+    return t;
+  d2r_tensor *sum = row_total(s, n, t);
+  if (o->baseline == D2R_BASELINE_LOO) {
+    d2r_tensor *others = d2r_keep(s, d2r_sub(sum, t));
+    return d2r_keep(s, d2r_sub(t, d2r_keep(s, d2r_muls(others,
+                                                1.0 / ((double)g - 1.0)))));
+  }
+  d2r_tensor *mean = d2r_keep(s, d2r_muls(sum, 1.0 / (double)g));
+  d2r_tensor *dev = d2r_keep(s, d2r_sub(t, mean));
+  if (o->baseline == D2R_BASELINE_MEAN || g < 2)
+    return dev;
+  /* MEAN_STD: the unbiased spread of the G samples, and 0 for a row
+   * whose drawn classes all have the same value (as mean_std). */
+  d2r_tensor *ss = row_total(s, n, d2r_keep(s, d2r_square(dev)));
+  d2r_tensor *var = d2r_keep(s, d2r_muls(ss, 1.0 / ((double)g - 1.0)));
+  d2r_tensor *spread = d2r_keep(s, d2r_sub(drawn_extreme(s, n, t, -1),
+                                           drawn_extreme(s, n, t, 1)));
+  d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
+  d2r_tensor *one = d2r_keep(s, d2r_scalar(1.0));
+  d2r_tensor *live = d2r_keep(s, d2r_gt(spread, zero));
+  d2r_tensor *sd = d2r_keep(s, d2r_sqrt(d2r_keep(s, d2r_where(live, var,
+                                                              one))));
+  d2r_tensor *den = d2r_keep(s, d2r_where(live, d2r_keep(s, d2r_adds(sd,
+                                            o->std_eps)), one));
+  d2r_tensor *z = d2r_keep(s, d2r_div(dev, den));
+  return d2r_keep(s, d2r_where(live, z, zero));
+}
+
+/*
+ * transform_counts for constant rewards and a baseline other than
+ * MEAN_STD, as one loop over the rows: the weights n_bk rt_bk as a fresh
+ * constant tensor, and the means over the B G samples of the rewards and
+ * of the transformed rewards.  r and n are contiguous [B, C].
+ */
+static d2r_tensor *weights_rows(d2r_tensor *r, d2r_tensor *n, int64_t g,
+                                const d2r_pg_options *o, double *r_mean,
+                                double *t_mean)
+{
+  int64_t b = d2r_dim(r, 0), c = d2r_dim(r, 1);
+  d2r_tensor *out = d2r_empty(2, d2r_shape(r));
+  if (!out)
+    return NULL;
+  const double *rv = d2r_data(r), *nv = d2r_data(n);
+  double *w = d2r_data(out);
+  double r_sum = 0, t_sum = 0;
+  double loo = 1.0 / ((double)g - 1.0), mean = 1.0 / (double)g;
+  for (int64_t i = 0; i < b; i++, rv += c, nv += c, w += c) {
+    double low = INFINITY;
+    if (o->transform == D2R_TRANSFORM_MIN_SHIFT)
+      for (int64_t k = 0; k < c; k++)
+        low = nv[k] > 0 && rv[k] < low ? rv[k] : low;
+    double sum = 0;
+    for (int64_t k = 0; k < c; k++) {
+      double t = rv[k];
+      if (o->transform == D2R_TRANSFORM_MIN_SHIFT)
+        t = t - low;
+      else if (o->transform == D2R_TRANSFORM_RBF)
+        t = exp(t * o->gamma);
+      w[k] = t;
+      sum += nv[k] * t;
+      r_sum += nv[k] * rv[k];
+    }
+    for (int64_t k = 0; k < c; k++) {
+      double t = w[k];
+      if (o->baseline == D2R_BASELINE_MEAN)
+        t = t - sum * mean;
+      else if (o->baseline == D2R_BASELINE_LOO)
+        t = t - (sum - t) * loo;
+      w[k] = nv[k] * t;
+      t_sum += w[k];
+    }
+  }
+  double bg = (double)b * (double)g;
+  *r_mean = r_sum / bg;
+  *t_mean = t_sum / bg;
+  d2r_tensor *in[2] = {r, n};
+  return d2r_watch(out, "pg_surrogate_counts", 2, in);
+}
+
+/* sum over the B G samples of t, divided by B G, as a plain number. */
+static double counts_mean(d2r_tensor *n, d2r_tensor *t, double bg)
+{
+  if (!t)
+    return NAN;
+  bool was = d2r_set_grad_enabled(false);
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *sum = d2r_keep(&s, d2r_sum_all(d2r_keep(&s, d2r_mul(n, t))));
+  double v = sum ? d2r_item(sum) / bg : NAN;
+  d2r_scope_end(&s);
+  d2r_set_grad_enabled(was);
+  return v;
+}
+
+d2r_tensor *d2r_pg_surrogate_counts(d2r_tensor *logp, d2r_tensor *reward,
+                                    const d2r_tensor *counts,
+                                    d2r_tensor *entropy, double lambda,
+                                    const d2r_pg_options *opt,
+                                    d2r_pg_stats *stats)
+{
+  const char *fn = "pg_surrogate_counts";
+  d2r_pg_options def = D2R_PG_OPTIONS_INIT;
+  const d2r_pg_options *o = opt ? opt : &def;
+  if (!logp || !reward || !counts || !check_options(o))
+    return NULL;
+  int64_t g = 0;
+  d2r_tensor *n = checked_counts(logp, reward, counts, o, &g);
+  if (!n || !check_entropy(entropy, lambda, d2r_dim(logp, 0), fn)) {
+    d2r_release(n);
+    return NULL;
+  }
+  double bg = (double)d2r_dim(logp, 0) * (double)g;
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_keep(&s, n);
+  /* As in d2r_pg_transform: the rewards are constants unless the caller
+   * differentiates through the reward's parameters. */
+  bool was = d2r_set_grad_enabled(o->reward_grad && d2r_grad_enabled());
+  d2r_tensor *r = d2r_keep(&s, o->reward_grad ? d2r_retain(reward)
+                                              : d2r_detach(reward));
+  /* n_bk rt_bk: the weight of class k's log-probability in row b. */
+  d2r_tensor *w = NULL, *rt = NULL;
+  double r_mean = NAN, t_mean = NAN;
+  bool rows = !o->reward_grad && o->baseline != D2R_BASELINE_MEAN_STD;
+  if (r && rows) {
+    d2r_tensor *rc = d2r_keep(&s, d2r_contiguous(r));
+    w = d2r_keep(&s, rc ? weights_rows(rc, n, g, o, &r_mean, &t_mean)
+                        : NULL);
+  } else if (r) {
+    rt = transform_counts(&s, r, n, g, o);
+    w = d2r_keep(&s, rt ? d2r_mul(n, rt) : NULL);
+  }
+  d2r_set_grad_enabled(was);
+  d2r_tensor *pg;
+  if (w && o->clip == 0 && !d2r_requires_grad(w)) {
+    pg = d2r_keep(&s, score_term(logp, w, 1.0 / bg));
+  } else {
+    d2r_tensor *nlp = d2r_keep(&s, w ? d2r_neg(logp) : NULL);
+    if (o->clip > 0)
+      nlp = d2r_keep(&s, d2r_clamp(nlp, -o->clip, o->clip));
+    d2r_tensor *tot = d2r_keep(&s, d2r_sum_all(d2r_keep(&s, d2r_mul(nlp,
+                                                                   w))));
+    pg = d2r_keep(&s, d2r_muls(tot, 1.0 / bg));
+  }
+  d2r_tensor *out = d2r_retain(add_entropy(&s, pg, entropy, lambda));
+  if (out && stats) {
+    stats->reward_mean = rows ? r_mean : counts_mean(n, reward, bg);
+    stats->transformed_mean = rows ? t_mean : counts_mean(n, rt, bg);
+    stats->entropy_mean = mean_value(entropy);
+  }
   d2r_scope_end(&s);
   return out;
 }

@@ -9,7 +9,9 @@
  */
 #include "d2r/rng.h"
 
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,6 +288,44 @@ int d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
   }
   for (int64_t j = 0; j < draws; j++)
     out[j] = (double)search_cdf(cum, c, gsl_rng_uniform(r->g) * total);
+  return 0;
+}
+
+int d2r_rng_multinomial(d2r_rng *r, const double *p, int64_t c,
+                        int64_t draws, double *counts) {
+  if (!r || !p || !counts || c < 1 || draws < 0 ||
+      (uint64_t)draws > UINT_MAX || (uint64_t)c > SIZE_MAX / sizeof(unsigned)) {
+    d2r_fail("rng_multinomial: needs a generator, c >= 1 weights, 0 <= "
+             "draws <= %u and an output (got c = %lld, draws = %lld)",
+             UINT_MAX, (long long)c, (long long)draws);
+    return -1;
+  }
+  double total = 0;
+  for (int64_t k = 0; k < c; k++) {
+    if (!(p[k] >= 0) || !isfinite(p[k])) {
+      d2r_fail("rng_multinomial: weight %lld is %g; weights must be "
+               "non-negative and finite", (long long)k + 1, p[k]);
+      return -1;
+    }
+    total += p[k];
+  }
+  if (!(total > 0) || !isfinite(total)) {
+    d2r_fail("rng_multinomial: the weights sum to %g; it must be positive "
+             "and finite", total);
+    return -1;
+  }
+  unsigned stack[256];
+  unsigned *n = c <= 256 ? stack : malloc((size_t)c * sizeof *n);
+  if (!n) {
+    d2r_fail("rng_multinomial: out of memory for %lld classes",
+             (long long)c);
+    return -1;
+  }
+  gsl_ran_multinomial(r->g, (size_t)c, (unsigned)draws, p, n);
+  for (int64_t k = 0; k < c; k++)
+    counts[k] = (double)n[k];
+  if (n != stack)
+    free(n);
   return 0;
 }
 

@@ -377,6 +377,51 @@ Test(gradcheck, categorical_log_prob) {
   d2r_release(z), d2r_release(zw), d2r_release(cat_samples);
 }
 
+/*
+ * The categorical entropy is one node too: first and second derivatives
+ * against finite differences (contiguous and sliced logits), the loop's
+ * gradient against the graph's (1e-15), and the value against the op
+ * chain it replaced (log_softmax, exp, mul, sum, neg) bit for bit.
+ */
+static d2r_tensor *cat_h(d2r_tensor **x) {
+  return d2r_categorical_entropy(x[0]);
+}
+static d2r_tensor *cat_h_sliced(d2r_tensor **x) {
+  d2r_tensor *z = d2r_slice(x[0], 1, 1, 4, 1);
+  d2r_tensor *out = d2r_categorical_entropy(z);
+  d2r_release(z);
+  return out;
+}
+
+Test(gradcheck, categorical_entropy) {
+  const int64_t sz[2] = {3, 4}, wide[2] = {2, 5}, b3 = 3;
+  d2r_tensor *z = randt(61, 2, sz, -3, 3), *zw = randt(62, 2, wide, -2, 2);
+  gradcheck("categorical_entropy", cat_h, 1, &z, 1e-6);
+  gradcheck("categorical_entropy sliced", cat_h_sliced, 1, &zw, 1e-6);
+  d2r_tensor *y = cat_h(&z), *w = randt(63, 1, &b3, -1, 1);
+  d2r_tensor *gf = NULL, *gg = NULL;
+  cr_assert_eq(d2r_autograd(1, &y, &w, 1, &z, false, false, &gf), 0, "%s",
+               d2r_error());
+  cr_assert_eq(d2r_autograd(1, &y, &w, 1, &z, true, false, &gg), 0, "%s",
+               d2r_error());
+  d2r_tensor *a = d2r_contiguous(gf), *b = d2r_contiguous(gg);
+  for (int64_t k = 0; k < 12; k++)
+    cr_expect(fabs(d2r_data(a)[k] - d2r_data(b)[k]) < 1e-15,
+              "[%lld]: loop %.17g, graph %.17g", (long long)k,
+              d2r_data(a)[k], d2r_data(b)[k]);
+  d2r_tensor *lp = d2r_log_softmax(z, 1), *p = d2r_exp(lp);
+  d2r_tensor *plp = d2r_mul(p, lp), *sum = d2r_sum(plp, 1, false);
+  d2r_tensor *chain = d2r_neg(sum);
+  for (int64_t k = 0; k < 3; k++)
+    cr_expect(d2r_data(y)[k] == d2r_data(chain)[k],
+              "H[%lld]: fused %.17g, chain %.17g", (long long)k,
+              d2r_data(y)[k], d2r_data(chain)[k]);
+  d2r_release(lp), d2r_release(p), d2r_release(plp), d2r_release(sum);
+  d2r_release(chain);
+  d2r_release(a), d2r_release(b), d2r_release(gf), d2r_release(gg);
+  d2r_release(y), d2r_release(w), d2r_release(z), d2r_release(zw);
+}
+
 /* x @ w + b as one op: first and second derivatives in x, w and b, and
  * the value against matmul plus a broadcast add. */
 static d2r_tensor *addmm3(d2r_tensor **x) {

@@ -160,6 +160,95 @@ Test(dist, categorical_sample_frequencies)
   d2r_scope_end(&s);
 }
 
+/* Class counts of G = 50 draws, over 4000 rows of the same logits: each
+ * row sums to 50; the counts' means and covariances match the
+ * multinomial's G p_k and G (p_k [k = l] - p_k p_l) (standard error of
+ * a mean about 0.05, of a covariance about 0.1: tolerances 0.25 and
+ * 0.5); the same seed gives the same counts; errors leave the generator
+ * where it was. */
+Test(dist, categorical_counts_multinomial)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  const int64_t rows = 4000, g = 50;
+  double p[3] = {0.7, 0.2, 0.1};
+  double *z = malloc(sizeof(double) * 3 * rows);
+  cr_assert_not_null(z);
+  for (int64_t i = 0; i < rows; i++)
+    for (int k = 0; k < 3; k++) z[3 * i + k] = log(p[k]) + 0.25;
+  d2r_rng *rng = d2r_rng_new(99), *twin = d2r_rng_new(99);
+  d2r_tensor *logits = K(tensor2(rows, 3, z));
+  cr_assert_eq(d2r_set_requires_grad(logits, true), 0);
+  d2r_tensor *n = K(d2r_categorical_counts(rng, logits, g));
+  cr_assert_not_null(n, "%s", d2r_error());
+  int64_t sh[2] = {rows, 3};
+  expect_shape(n, 2, sh);
+  cr_assert(!d2r_requires_grad(n), "counts must carry no gradient");
+  const double *v = d2r_data(n);
+  double mean[3] = {0}, cov[9] = {0};
+  for (int64_t i = 0; i < rows; i++) {
+    cr_assert_eq(v[3 * i] + v[3 * i + 1] + v[3 * i + 2], (double)g,
+                 "row %lld does not sum to G", (long long)i);
+    for (int k = 0; k < 3; k++) mean[k] += v[3 * i + k] / (double)rows;
+  }
+  for (int64_t i = 0; i < rows; i++)
+    for (int k = 0; k < 3; k++)
+      for (int l = 0; l < 3; l++)
+        cov[3 * k + l] += (v[3 * i + k] - mean[k]) *
+                          (v[3 * i + l] - mean[l]) / (double)(rows - 1);
+  double want_mean[3], want_cov[9];
+  for (int k = 0; k < 3; k++) {
+    want_mean[k] = (double)g * p[k];
+    for (int l = 0; l < 3; l++)
+      want_cov[3 * k + l] = (double)g * ((k == l) * p[k] - p[k] * p[l]);
+  }
+  expect_values(K(d2r_vector(3, mean)), want_mean, 3, 0.25, "mean counts");
+  expect_values(K(tensor2(3, 3, cov)), want_cov, 9, 0.5, "covariance");
+  expect_values(K(d2r_categorical_counts(twin, logits, g)), v, 3 * rows, 0,
+                "same seed, same counts");
+  /* Failures draw nothing: the twins stay in step. */
+  expect_error(d2r_categorical_counts(rng, logits, 0), "draws");
+  expect_error(d2r_categorical_counts(rng, logits, (int64_t)1 << 40),
+               "draws");
+  expect_error(d2r_categorical_counts(NULL, logits, 3), "generator");
+  z[4] = NAN;
+  expect_error(d2r_categorical_counts(rng, K(tensor2(2, 3, z)), 3),
+               "non-finite");
+  expect_error(d2r_categorical_counts(rng, K(d2r_vector(3, p)), 3),
+               "[B, C]");
+  cr_assert_eq(d2r_rng_uniform(rng), d2r_rng_uniform(twin),
+               "a failed call moved the generator");
+  free(z);
+  d2r_rng_free(rng);
+  d2r_rng_free(twin);
+  d2r_scope_end(&s);
+}
+
+/* d2r_rng_multinomial draws the counts of its weights' classes and
+ * refuses weights it cannot use. */
+Test(dist, rng_multinomial_checks)
+{
+  d2r_rng *rng = d2r_rng_new(3);
+  double out[3] = {-1, -1, -1};
+  double w[3] = {0, 2, 0};
+  cr_assert_eq(d2r_rng_multinomial(rng, w, 3, 7, out), 0, "%s",
+               d2r_error());
+  cr_assert(out[0] == 0 && out[1] == 7 && out[2] == 0,
+            "all draws fall on the one class with weight: %g %g %g",
+            out[0], out[1], out[2]);
+  double neg[2] = {1, -0.5}, zero[2] = {0, 0}, inf[2] = {1, INFINITY};
+  cr_assert_eq(d2r_rng_multinomial(rng, neg, 2, 3, out), -1);
+  cr_assert(strstr(d2r_error(), "non-negative"), "%s", d2r_error());
+  cr_assert_eq(d2r_rng_multinomial(rng, zero, 2, 3, out), -1);
+  cr_assert(strstr(d2r_error(), "sum to 0"), "%s", d2r_error());
+  cr_assert_eq(d2r_rng_multinomial(rng, inf, 2, 3, out), -1);
+  cr_assert_eq(d2r_rng_multinomial(rng, w, 0, 3, out), -1);
+  cr_assert_eq(d2r_rng_multinomial(rng, w, 3, -1, out), -1);
+  cr_assert_eq(d2r_rng_multinomial(NULL, w, 3, 1, out), -1);
+  cr_assert_eq(d2r_rng_multinomial(rng, w, 3, 0, out), 0);
+  cr_assert(out[0] == 0 && out[1] == 0 && out[2] == 0, "no draws");
+  d2r_rng_free(rng);
+}
+
 /* The same seed gives the same draws, exactly. */
 Test(dist, categorical_sample_reproducible)
 {

@@ -703,3 +703,168 @@ Test(objective, errors)
                "earlier failure");
   d2r_scope_end(&s);
 }
+
+/* ---- the surrogate from class counts --------------------------------- */
+
+/* Three rows of C = 3 classes, G = 5 draws each, as counts and as the
+ * samples they count (in a mixed order: the surrogate must not depend
+ * on it).  Row 2 drew one class only (zero spread for MEAN_STD, zero
+ * after min-shift). */
+static const double CNT_LOGITS[9] = {0.3, -1.2, 0.8, 1.5, 0.1, -0.4,
+                                     -0.7, 0.2, 0.6};
+static const double CNT_COUNTS[9] = {2, 0, 3, 5, 0, 0, 1, 3, 1};
+static const double CNT_SAMPLES[15] = {2, 0, 2, 0, 2, 0, 0, 0, 0, 0,
+                                       1, 2, 1, 0, 1};
+static const double CNT_LABELS[3] = {2, 1, 1};
+static const double CNT_U[9] = {1.5, 0.2, -0.1, 0.3, 0.9, 0.4, 0.0, 0.5,
+                                2.0};
+
+/* The surrogate (counts or samples), its gradient in the logits and in
+ * U (a matrix, so every reward differs), a Hessian-vector product in the
+ * logits, and the stats. */
+typedef struct cnt_result {
+  double loss, glogits[9], gu[9], hv[9];
+  d2r_pg_stats st;
+} cnt_result;
+
+static void counts_case(const d2r_pg_options *o, bool counts,
+                        cnt_result *res)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *x = K(leaf(tensor2(3, 3, CNT_LOGITS)));
+  d2r_tensor *u = K(leaf(tensor2(3, 3, CNT_U)));
+  d2r_tensor *lab = K(d2r_vector(3, CNT_LABELS));
+  d2r_tensor *h = K(d2r_categorical_entropy(x));
+  d2r_tensor *loss;
+  if (counts) {
+    d2r_tensor *lp = K(d2r_log_softmax(x, 1));
+    d2r_tensor *r = K(d2r_onehot_reward_classes(lab, 3, u));
+    loss = K(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, CNT_COUNTS)),
+                                     h, 0.3, o, &res->st));
+  } else {
+    d2r_tensor *smp = K(tensor2(3, 5, CNT_SAMPLES));
+    d2r_tensor *lp = K(d2r_categorical_log_prob(x, smp));
+    d2r_tensor *r = K(d2r_onehot_reward(smp, lab, 3, u));
+    loss = K(d2r_pg_surrogate(lp, r, h, 0.3, o, &res->st));
+  }
+  cr_assert_not_null(loss, "%s", d2r_error());
+  res->loss = d2r_item(loss);
+  d2r_tensor *in[2] = {x, u}, *g[2] = {NULL, NULL};
+  cr_assert_eq(d2r_autograd(1, &loss, NULL, 2, in, true, true, g), 0, "%s",
+               d2r_error());
+  K(g[0]), K(g[1]);
+  memcpy(res->glogits, d2r_data(K(d2r_contiguous(g[0]))), sizeof res->gu);
+  memcpy(res->gu, d2r_data(K(d2r_contiguous(g[1]))), sizeof res->gu);
+  /* v . d(grad)/d logits, v = (1, -2, 3, ...) / 9 */
+  double v[9];
+  for (int k = 0; k < 9; k++) v[k] = (k % 2 ? -1.0 : 1.0) * (k + 1) / 9.0;
+  d2r_tensor *dot = K(d2r_sum_all(K(d2r_mul(g[0], K(tensor2(3, 3, v))))));
+  d2r_tensor *hv = NULL;
+  if (d2r_requires_grad(dot)) {
+    cr_assert_eq(d2r_autograd(1, &dot, NULL, 1, &x, false, true, &hv), 0,
+                 "%s", d2r_error());
+    memcpy(res->hv, d2r_data(K(d2r_contiguous(K(hv)))), sizeof res->hv);
+  } else {
+    memset(res->hv, 0, sizeof res->hv);
+  }
+  d2r_scope_end(&s);
+}
+
+static void expect_close(double a, double b, double tol, const char *what,
+                         int t, int bl, int c, int rg, int k)
+{
+  cr_expect(fabs(a - b) <= tol * (1 + fabs(b)),
+            "transform %d baseline %d clip %d reward_grad %d %s[%d]: "
+            "counts %.17g, samples %.17g", t, bl, c, rg, what, k, a, b);
+}
+
+/* Every transform, baseline, clip and reward_grad: the counts form gives
+ * the samples' value, stats, gradients in the logits and in U, and
+ * Hessian-vector products, to 1e-12 (the sums run in another order). */
+Test(objective, counts_surrogate_matches_samples)
+{
+  d2r_transform ts[3] = {D2R_TRANSFORM_NONE, D2R_TRANSFORM_MIN_SHIFT,
+                         D2R_TRANSFORM_RBF};
+  d2r_baseline bs[4] = {D2R_BASELINE_NONE, D2R_BASELINE_MEAN,
+                        D2R_BASELINE_MEAN_STD, D2R_BASELINE_LOO};
+  for (int t = 0; t < 3; t++)
+    for (int b = 0; b < 4; b++)
+      for (int c = 0; c < 2; c++)
+        for (int rg = 0; rg < 2; rg++) {
+          d2r_pg_options o = d2r_pg_options_default();
+          o.transform = ts[t];
+          o.baseline = bs[b];
+          o.gamma = 0.4;
+          o.clip = c ? 0.9 : 0;
+          o.reward_grad = rg;
+          cnt_result rc, rs;
+          counts_case(&o, true, &rc);
+          counts_case(&o, false, &rs);
+          expect_close(rc.loss, rs.loss, 1e-12, "loss", t, b, c, rg, 0);
+          expect_close(rc.st.reward_mean, rs.st.reward_mean, 1e-12,
+                       "reward_mean", t, b, c, rg, 0);
+          expect_close(rc.st.transformed_mean, rs.st.transformed_mean,
+                       1e-12, "transformed_mean", t, b, c, rg, 0);
+          expect_close(rc.st.entropy_mean, rs.st.entropy_mean, 1e-12,
+                       "entropy_mean", t, b, c, rg, 0);
+          for (int k = 0; k < 9; k++) {
+            expect_close(rc.glogits[k], rs.glogits[k], 1e-12, "dlogits", t,
+                         b, c, rg, k);
+            expect_close(rc.gu[k], rs.gu[k], 1e-12, "dU", t, b, c, rg, k);
+            expect_close(rc.hv[k], rs.hv[k], 1e-11, "Hv", t, b, c, rg, k);
+          }
+          if (rg) {
+            double mag = 0;
+            for (int k = 0; k < 9; k++) mag += fabs(rc.gu[k]);
+            cr_expect(t == 1 && b == 0 ? 1 : mag > 0,
+                      "reward_grad: a gradient in U (t %d b %d)", t, b);
+          }
+        }
+}
+
+/* onehot_reward_classes against onehot_reward of each class, and the
+ * counts form's argument checks. */
+Test(objective, counts_reward_table_and_errors)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  d2r_tensor *lab = K(d2r_vector(3, CNT_LABELS));
+  d2r_tensor *beta = K(d2r_scalar(0.7));
+  double want[9] = {-1.4, -1.4, 0, -1.4, 0, -1.4, -1.4, 0, -1.4};
+  expect_values(K(d2r_onehot_reward_classes(lab, 3, beta)), want, 9, 0,
+                "reward table, U = 0.7 I");
+  expect_error(d2r_onehot_reward_classes(K(tensor2(3, 1, CNT_LABELS)), 3,
+                                         beta), "labels must be [B]");
+  expect_error(d2r_onehot_reward_classes(lab, 2, beta), "labels");
+
+  d2r_tensor *x = K(tensor2(3, 3, CNT_LOGITS));
+  d2r_tensor *lp = K(d2r_log_softmax(x, 1));
+  d2r_tensor *r = K(d2r_onehot_reward_classes(lab, 3, beta));
+  d2r_tensor *h = K(d2r_categorical_entropy(x));
+  d2r_tensor *n = K(tensor2(3, 3, CNT_COUNTS));
+  cr_assert_not_null(K(d2r_pg_surrogate_counts(lp, r, n, h, 0.1, NULL,
+                                               NULL)), "%s", d2r_error());
+  expect_error(d2r_pg_surrogate_counts(lp, K(tensor2(3, 5, CNT_SAMPLES)), n,
+                                       h, 0.1, NULL, NULL), "[B, C]");
+  double neg[9] = {2, 0, 3, 5, 0, 0, 1, 3, 1};
+  neg[1] = -1, neg[0] = 3;
+  expect_error(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, neg)), h, 0.1,
+                                       NULL, NULL), "non-negative integers");
+  double frac[9] = {2, 0.5, 2.5, 5, 0, 0, 1, 3, 1};
+  expect_error(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, frac)), h,
+                                       0.1, NULL, NULL), "integers");
+  double uneven[9] = {2, 0, 3, 4, 0, 0, 1, 3, 1};
+  expect_error(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, uneven)), h,
+                                       0.1, NULL, NULL), "same number");
+  double nan_c[9] = {2, 0, 3, 5, 0, 0, 1, NAN, 1};
+  expect_error(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, nan_c)), h,
+                                       0.1, NULL, NULL), "nan");
+  double ones[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+  d2r_pg_options o = d2r_pg_options_default();
+  o.baseline = D2R_BASELINE_LOO;
+  expect_error(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, ones)), h,
+                                       0.1, &o, NULL), "G >= 2");
+  d2r_clear_error();
+  expect_error(d2r_pg_surrogate_counts(lp, r, n, NULL, 0.1, NULL, NULL),
+               "lambda");
+  d2r_scope_end(&s);
+}

@@ -106,6 +106,40 @@ check.raises("invalid value 'x' for option 'baseline'", d2r.pg_transform,
              r, {baseline = "x"})
 check.raises("pg_surrogate", d2r.pg_surrogate, lp, T{{1}}, nil, 0)
 
+-- The surrogate from class counts: logits (0, log 3) against label 1,
+-- U = 0.5: rewards -1 (class 0), 0 (class 1).  Counts (1, 3) are the
+-- samples {0, 1, 1, 1}: with min-shift the transformed rewards are
+-- (0, 1), L = (3 * -log 0.75) / 4, and the samples' surrogate agrees in
+-- value, stats and gradient.
+local cnt = T{{1, 3}}
+local rc = d2r.onehot_reward_classes(T{1}, 2, 0.5)
+check.tensor(rc, {{-1, 0}}, 0, "reward of every class")
+local lc, sc = d2r.pg_surrogate_counts(logits:log_softmax(), rc, cnt,
+                                       d2r.categorical_entropy(logits),
+                                       0.1, {transform = "min_shift"})
+local smp = T{{0, 1, 1, 1}}
+local ls, ss = d2r.pg_surrogate(d2r.categorical_log_prob(logits, smp),
+                                d2r.onehot_reward(smp, T{1}, 2, 0.5),
+                                d2r.categorical_entropy(logits), 0.1,
+                                {transform = "min_shift"})
+local hval = -(0.25 * log(0.25) + 0.75 * log(0.75))
+check.tensor(lc, 3 * -log(0.75) / 4 - 0.1 * hval, 1e-12, "counts surrogate")
+check.tensor(lc, ls:item(), 1e-14, "counts and samples agree")
+check.near(sc.reward_mean, ss.reward_mean, 1e-14, "counts reward_mean")
+check.near(sc.transformed_mean, 0.75, 1e-14, "counts transformed_mean")
+check.tensor(d2r.grad(lc, logits)[1], d2r.grad(ls, logits)[1]:tolist(),
+             1e-14, "counts and samples: the same gradient")
+local drawn = d2r.categorical_counts(d2r.rng(4), logits, 50)
+check.eq(table.concat(drawn:shape(), ","), "1,2", "counts shape")
+check.eq(drawn:sum():item(), 50, "counts sum to the draws")
+check.tensor(d2r.categorical_counts(d2r.rng(4), logits, 50),
+             drawn:tolist(), 0, "counts are fixed by the seed")
+check.raises("same number of draws", d2r.pg_surrogate_counts,
+             T{{0, 0}, {0, 0}}:log_softmax(), T{{-1, 0}, {0, -1}},
+             T{{1, 3}, {2, 1}}, nil, 0)
+check.raises("draw count must be positive", d2r.categorical_counts,
+             d2r.rng(1), logits, 0)
+
 -- closed forms: y rows (0, 0), (2, 2): Sigma = [[2, 2], [2, 2]]
 local y = T{{0, 0}, {2, 2}}
 check.tensor(d2r.covariance(y), {{2, 2}, {2, 2}}, 1e-12, "covariance")

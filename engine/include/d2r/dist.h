@@ -51,6 +51,17 @@ d2r_tensor *d2r_class_indices_for(const d2r_tensor *t, int64_t classes,
 d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
                                    int64_t draws);
 
+/* How many of `draws` >= 1 draws per row from softmax(logits) fall in
+ * each class: [B, C] counts (integer-valued doubles, each row summing to
+ * draws), no gradient.  The same distribution as counting the samples
+ * of d2r_categorical_sample, at the cost of C binomial draws a row
+ * instead of `draws` categorical ones: for a reward that depends only
+ * on the class, the counts are all a policy gradient needs (see
+ * d2r_pg_surrogate_counts).  Fails as d2r_categorical_sample does, and
+ * on draws above UINT_MAX. */
+d2r_tensor *d2r_categorical_counts(d2r_rng *rng, d2r_tensor *logits,
+                                   int64_t draws);
+
 /* log p(samples[b][g] | logits[b]) -> [B, G], differentiable in logits.
  * samples must be [B, G] with integer values in [0, C). */
 d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,

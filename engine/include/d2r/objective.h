@@ -45,6 +45,12 @@ d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
                               const d2r_tensor *labels, int64_t classes,
                               d2r_tensor *U);
 
+/* The same reward for every class against labels [B]: [B, classes],
+ * entry (b, k) the reward of a sample of class k in row b (the reward
+ * table that d2r_pg_surrogate_counts takes). */
+d2r_tensor *d2r_onehot_reward_classes(const d2r_tensor *labels,
+                                      int64_t classes, d2r_tensor *U);
+
 /* ---- likelihood and regression losses (0-d results) ------------------ */
 
 /* -mean_b log softmax(logits[b])[labels[b]]: logits [B, C], labels [B]. */
@@ -142,6 +148,26 @@ d2r_tensor *d2r_pg_surrogate(d2r_tensor *logp, d2r_tensor *reward,
                              d2r_tensor *entropy, double lambda,
                              const d2r_pg_options *opt,
                              d2r_pg_stats *stats);
+
+/*
+ * The same surrogate for a categorical policy from class counts (as
+ * d2r_categorical_counts draws): with G draws per row of which counts
+ * [B, C] fell in each class, logp [B, C] the log-probability of every
+ * class (d2r_log_softmax of the logits) and reward [B, C] the reward of
+ * every class (d2r_onehot_reward_classes), the value, gradients and
+ * stats are those of d2r_pg_surrogate on the [B, G] samples the counts
+ * describe (in any order), for every transform, baseline and clip:
+ * min-shift takes the minimum over the classes drawn, the baselines
+ * weight each class by its count.  Valid when the reward depends on the
+ * sample only through its class; the work is O(B C) instead of O(B G).
+ * counts must hold non-negative integers summing to the same G >= 1 in
+ * every row (G >= 2 for LOO); they carry no gradient.
+ */
+d2r_tensor *d2r_pg_surrogate_counts(d2r_tensor *logp, d2r_tensor *reward,
+                                    const d2r_tensor *counts,
+                                    d2r_tensor *entropy, double lambda,
+                                    const d2r_pg_options *opt,
+                                    d2r_pg_stats *stats);
 
 /*
  * Pathwise (reparameterised) surrogate L = -mean(reward) - lambda *

@@ -45,6 +45,16 @@ d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
  * nothing) when c < 1, draws < 0, a pointer is NULL or cum[c - 1] is not
  * positive and finite; the running sums are the caller's to keep
  * non-decreasing. */
+/* How many of `draws` independent draws from one row's weights p[0..c)
+ * (non-negative, with a positive finite sum; class k has probability
+ * p[k] / sum) fall in each class: counts[0..c) (as doubles, summing to
+ * draws), drawn by GSL's multinomial sampler (conditional binomials: c
+ * binomial draws instead of `draws` categorical ones).  0, or -1 with a
+ * message (changing nothing) on a NULL pointer, c < 1, draws < 0 or
+ * above UINT_MAX, or weights that are negative, not finite or sum to
+ * 0. */
+int d2r_rng_multinomial(d2r_rng *r, const double *p, int64_t c,
+                        int64_t draws, double *counts);
 int d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
                          int64_t draws, double *out);
 
