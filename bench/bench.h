@@ -13,13 +13,14 @@
 /* Workload numbers of the issue, plus the bare-BLAS references. */
 enum {
   W_BASELINE = 0,   /* nothing: the process's own footprint */
-  W_TABULAR = 1,    /* one epoch of the tabular protocol */
+  W_TABULAR = 1,    /* one epoch of the tabular protocol (class counts) */
   W_GAUSSIAN = 2,   /* one PG update of the toy Gaussian policy */
   W_DYNAMICS = 3,   /* one PG update of a dynamics model */
   W_LARGE = 4,      /* one PG update of a large dynamics model */
   W_IMPLICIT = 5,   /* one implicit-differentiation outer step */
   W_SWEEP = 6,      /* a sweep of 100 toy runs, in a d2r process */
   W_SWEEP_ISOLATED = 7, /* the same sweep, a worker process per run */
+  W_TABULAR_SAMPLES = 8, /* workload 1 drawing G samples a row */
   W_GEMM3 = 103,    /* the matrix products of workload 3, bare dgemm */
   W_GEMM4 = 104,    /* the matrix products of workload 4, bare dgemm */
   W_GEMM_SQ = 110   /* one square 1024 dgemm: the machine's rate */

@@ -67,7 +67,7 @@ typedef struct opts {
 static void usage(FILE *f) {
   fprintf(f,
     "usage: d2r_bench [options]\n"
-    "  -w, --workloads LIST  workloads to run (default 0,1,...,7)\n"
+    "  -w, --workloads LIST  workloads to run (default 0,1,...,8)\n"
     "  -t, --threads LIST    thread counts (default 1 and all cores)\n"
     "  --runs N              timed runs per measurement (default 11)\n"
     "  --run-time S          seconds per timed run (default 0.2)\n"
@@ -88,14 +88,17 @@ static void usage(FILE *f) {
     "                        --child, run N steps untimed and exit\n"
     "  -v, --verbose         print every child's raw result line\n"
     "Workloads: 0 baseline (the process alone: its peak memory), 1\n"
-    "tabular epoch, 2 toy Gaussian, 3 dynamics, 4 large dynamics, 5\n"
+    "tabular epoch (d2r: class counts, as scripts/uci_classification.lua;\n"
+    "PyTorch: G categorical samples a row), 2 toy Gaussian, 3 dynamics,\n"
+    "4 large dynamics, 5\n"
     "implicit-differentiation outer step (toy, U = u I), 6 sweep of 100\n"
     "toy runs, end to end in a fresh process (d2r: bench/toy_sweep.lua,\n"
     "one sweep worker per thread, the runner's default chunk \"auto\";\n"
     "PyTorch: bench/torch/toy_sweep.py), 7 the same sweep with a d2r\n"
     "worker process per run, --chunk 1 (PyTorch: the same script); 6\n"
     "and 7 run 1 warm-up sweep and\n"
-    "min(--runs, 3) timed ones.  -v also\n"
+    "min(--runs, 3) timed ones; 8 the tabular epoch with d2r drawing G\n"
+    "samples a row too (PyTorch: the same as 1).  -v also\n"
     "shows each child's note (5: u, its hypergradient, the CG residual).\n");
 }
 
@@ -121,9 +124,9 @@ static const char *need(int argc, char **argv, int *i) {
 }
 
 static void parse_opts(int argc, char **argv, opts *o) {
-  static const int defw[] = {0, 1, 2, 3, 4, 5, 6, 7};
+  static const int defw[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
   memcpy(o->workloads, defw, sizeof defw);
-  o->nwork = 8;
+  o->nwork = 9;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   o->threads[0] = 1;
   o->nthreads = ncpu > 1 ? 2 : 1;
@@ -605,8 +608,8 @@ static void table_header(int threads) {
 static const char *short_name(int w) {
   static const char *names[] = {"baseline", "tabular", "gaussian",
                                 "dynamics", "large", "implicit", "sweep",
-                                "sweep/1"};
-  return w >= 0 && w <= 7 ? names[w] : "?";
+                                "sweep/1", "tab/smp"};
+  return w >= 0 && w <= 8 ? names[w] : "?";
 }
 
 static void gflops_line(const char *what, const meas *m, double flops) {

@@ -72,6 +72,7 @@ typedef struct tab_state {
   d2r_tensor *x, *y;   /* standardised training rows, their labels */
   d2r_tensor *beta;    /* U = beta I, 0-d */
   int64_t n, classes;
+  bool samples;        /* draw G samples a row instead of class counts */
   d2r_model *model;
   d2r_optim *opt;
   d2r_pg_options pg;
@@ -89,17 +90,30 @@ static void tab_free(void *p) {
   free(w);
 }
 
+/* One batch of the protocol as scripts/uci_classification.lua runs it:
+ * the class counts of G draws a row and the counts' surrogate; with
+ * `samples`, the G class indices a row and the samples' surrogate (the
+ * same estimator, drawn and summed per sample). */
 static int tab_batch(tab_state *w, d2r_tensor *order, int64_t b) {
   d2r_scope s = D2R_SCOPE_INIT;
   d2r_tensor *xb = KEEP(d2r_batch_rows(w->x, order, b, TAB_BATCH));
   d2r_tensor *yb = KEEP(d2r_batch_rows(w->y, order, b, TAB_BATCH));
   d2r_tensor *logits = KEEP(d2r_model_forward(w->model, xb));
-  d2r_tensor *smp = KEEP(d2r_categorical_sample(w->rng, logits, TAB_G));
-  d2r_tensor *logp = KEEP(d2r_categorical_log_prob(logits, smp));
-  d2r_tensor *r = KEEP(d2r_onehot_reward(smp, yb, w->classes, w->beta));
   d2r_tensor *h = KEEP(d2r_categorical_entropy(logits));
-  d2r_tensor *loss = KEEP(d2r_pg_surrogate(logp, r, h, TAB_LAMBDA, &w->pg,
-                                           NULL));
+  d2r_tensor *loss;
+  if (w->samples) {
+    d2r_tensor *smp = KEEP(d2r_categorical_sample(w->rng, logits, TAB_G));
+    d2r_tensor *logp = KEEP(d2r_categorical_log_prob(logits, smp));
+    d2r_tensor *r = KEEP(d2r_onehot_reward(smp, yb, w->classes, w->beta));
+    loss = KEEP(d2r_pg_surrogate(logp, r, h, TAB_LAMBDA, &w->pg, NULL));
+  } else {
+    d2r_tensor *n = KEEP(d2r_categorical_counts(w->rng, logits, TAB_G));
+    d2r_tensor *logp = KEEP(d2r_log_softmax(logits, 1));
+    d2r_tensor *r = KEEP(d2r_onehot_reward_classes(yb, w->classes,
+                                                   w->beta));
+    loss = KEEP(d2r_pg_surrogate_counts(logp, r, n, h, TAB_LAMBDA, &w->pg,
+                                        NULL));
+  }
   int rc = update(w->opt, loss);
   d2r_scope_end(&s);
   return rc;
@@ -118,11 +132,12 @@ static int tab_step(void *p) {
 /* Reads breast_cancer, splits it as the protocol does (20% test, then
  * 20% of the rest for validation), standardises with the training rows'
  * statistics and sets beta* from the training labels. */
-static int tab_setup(uint64_t seed, bench_work *b) {
+static int tab_setup(uint64_t seed, bool samples, bench_work *b) {
   char path[4096];
   snprintf(path, sizeof path, "%s/uci/breast_cancer.csv", bench_data_dir);
   tab_state *w = calloc(1, sizeof *w);
   if (w == NULL) return d2r_fail("out of memory"), -1;
+  w->samples = samples;
   d2r_table *t = d2r_csv_read(path, "label");
   d2r_tensor *train = NULL, *val = NULL, *test = NULL, *xtr = NULL;
   d2r_standardizer *sd = NULL;
@@ -158,8 +173,8 @@ done:
     tab_free(w);
     return -1;
   }
-  *b = (bench_work){"tabular", "epoch", w, tab_step, tab_free, 0, w->n,
-                    NULL};
+  *b = (bench_work){samples ? "tab/smp" : "tabular", "epoch", w, tab_step,
+                    tab_free, 0, w->n, NULL};
   return 0;
 }
 
@@ -746,6 +761,8 @@ const char *bench_describe(int w) {
   case W_BASELINE: return "baseline: the process alone";
   case W_TABULAR:
     return "tabular epoch: breast_cancer, linear, B 128, G 50, min-shift";
+  case W_TABULAR_SAMPLES:
+    return "tabular epoch as 1, d2r drawing G samples a row, not counts";
   case W_GAUSSIAN: return "toy Gaussian PG update: MLP [64,64], B 10, G 5";
   case W_DYNAMICS:
     return "dynamics PG update: MLP 23-[64,64]-34, B 10000, G 5";
@@ -772,7 +789,8 @@ int bench_setup(int w, uint64_t seed, bench_work *out) {
     *out = (bench_work){"baseline", "step", NULL, nothing, NULL, 0, 0,
                         NULL};
     return 0;
-  case W_TABULAR: return tab_setup(seed, out);
+  case W_TABULAR: return tab_setup(seed, false, out);
+  case W_TABULAR_SAMPLES: return tab_setup(seed, true, out);
   case W_GAUSSIAN: return pol_setup(&SPEC_TOY, seed, out);
   case W_DYNAMICS: return pol_setup(&SPEC_DYN, seed, out);
   case W_LARGE: return pol_setup(&SPEC_LARGE, seed, out);

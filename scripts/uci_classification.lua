@@ -115,11 +115,13 @@ local function train_run(cfg, data, seed, beta_value, log)
       if cfg.method == "nll" then
         loss = d2r.cross_entropy(logits, yb)
       else
-        local samples = d2r.categorical_sample(noise, logits, GROUP)
-        local reward = d2r.onehot_reward(samples, yb, C, beta)
-        loss = d2r.pg_surrogate(d2r.categorical_log_prob(logits, samples),
-                                reward, d2r.categorical_entropy(logits),
-                                cfg.lambda, {transform = cfg.transform})
+        -- The reward depends on a sample only through its class, so the
+        -- class counts of the GROUP draws are all the estimator needs.
+        local counts = d2r.categorical_counts(noise, logits, GROUP)
+        loss = d2r.pg_surrogate_counts(logits:log_softmax(),
+                                       d2r.onehot_reward_classes(yb, C, beta),
+                                       counts, d2r.categorical_entropy(logits),
+                                       cfg.lambda, {transform = cfg.transform})
       end
       if loss:count_nonfinite() > 0 then
         error(("%s %s: the loss became %g at epoch %d"):format(

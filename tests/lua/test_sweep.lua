@@ -249,7 +249,8 @@ local short_path = tmp .. "/short.sqlite"
 local xs = {}
 for i = 1, 40 do xs[i] = i end
 sweep{name = "short", store = short_path, grid = {x = xs},
-      run = function(c) return {y = c.x * c.x} end}:run{workers = 1, progress = "none"}
+      run = function(c) return {y = c.x * c.x} end}:run{workers = 1,
+                                                         progress = "none"}
 local short_procs = processes(short_path, 40)
 check.ok(short_procs >= 2 and short_procs <= 10,
          "40 runs of a millisecond share processes (" .. short_procs
