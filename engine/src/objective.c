@@ -764,47 +764,56 @@ static d2r_tensor *row_total(d2r_scope *s, d2r_tensor *n, d2r_tensor *t)
   return d2r_keep(s, d2r_sum(d2r_keep(s, d2r_mul(n, t)), 1, true));
 }
 
-/* The smallest (sign 1) or largest (sign -1) t over the classes drawn. */
-static d2r_tensor *drawn_extreme(d2r_scope *s, d2r_tensor *n, d2r_tensor *t,
-                                 int sign)
+/* The smallest (sign 1) or largest (sign -1) t over the classes drawn
+ * (drawn: 1 where a count is positive). */
+static d2r_tensor *drawn_extreme(d2r_scope *s, d2r_tensor *drawn,
+                                 d2r_tensor *t, int sign)
 {
-  d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
   d2r_tensor *away = d2r_keep(s, d2r_scalar(sign * INFINITY));
-  d2r_tensor *drawn = d2r_keep(s, d2r_gt(n, zero));
   d2r_tensor *masked = d2r_keep(s, d2r_where(drawn, t, away));
   return d2r_keep(s, sign > 0 ? d2r_min(masked, 1, true)
                               : d2r_max(masked, 1, true));
 }
 
-/* The transformed and baselined rewards of every class, [B, C]: the
- * value each of the class's samples gets in d2r_pg_transform. */
+/* t where a class was drawn, 0 elsewhere: a class no sample fell in
+ * takes no part, even with an infinite reward (0 times it is NaN). */
+static d2r_tensor *drawn_only(d2r_scope *s, d2r_tensor *drawn, d2r_tensor *t)
+{
+  d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
+  return d2r_keep(s, t ? d2r_where(drawn, t, zero) : NULL);
+}
+
+/* The transformed and baselined rewards of every class drawn (0 for the
+ * others), [B, C]: the value each of the class's samples gets in
+ * d2r_pg_transform. */
 static d2r_tensor *transform_counts(d2r_scope *s, d2r_tensor *r,
-                                    d2r_tensor *n, int64_t g,
-                                    const d2r_pg_options *o)
+                                    d2r_tensor *n, d2r_tensor *drawn,
+                                    int64_t g, const d2r_pg_options *o)
 {
   d2r_tensor *t = r;
   if (o->transform == D2R_TRANSFORM_MIN_SHIFT)
-    t = d2r_keep(s, d2r_sub(r, drawn_extreme(s, n, r, 1)));
+    t = d2r_keep(s, d2r_sub(r, drawn_extreme(s, drawn, r, 1)));
   else if (o->transform == D2R_TRANSFORM_RBF)
     t = d2r_keep(s, d2r_exp(d2r_keep(s, d2r_muls(r, o->gamma))));
+  t = drawn_only(s, drawn, t);
   if (!t || o->baseline == D2R_BASELINE_NONE)
     return t;
   d2r_tensor *sum = row_total(s, n, t);
   if (o->baseline == D2R_BASELINE_LOO) {
     d2r_tensor *others = d2r_keep(s, d2r_sub(sum, t));
-    return d2r_keep(s, d2r_sub(t, d2r_keep(s, d2r_muls(others,
-                                                1.0 / ((double)g - 1.0)))));
+    return drawn_only(s, drawn, d2r_keep(s, d2r_sub(t, d2r_keep(s,
+                          d2r_muls(others, 1.0 / ((double)g - 1.0))))));
   }
   d2r_tensor *mean = d2r_keep(s, d2r_muls(sum, 1.0 / (double)g));
-  d2r_tensor *dev = d2r_keep(s, d2r_sub(t, mean));
+  d2r_tensor *dev = drawn_only(s, drawn, d2r_keep(s, d2r_sub(t, mean)));
   if (o->baseline == D2R_BASELINE_MEAN || g < 2)
     return dev;
   /* MEAN_STD: the unbiased spread of the G samples, and 0 for a row
    * whose drawn classes all have the same value (as mean_std). */
   d2r_tensor *ss = row_total(s, n, d2r_keep(s, d2r_square(dev)));
   d2r_tensor *var = d2r_keep(s, d2r_muls(ss, 1.0 / ((double)g - 1.0)));
-  d2r_tensor *spread = d2r_keep(s, d2r_sub(drawn_extreme(s, n, t, -1),
-                                           drawn_extreme(s, n, t, 1)));
+  d2r_tensor *spread = d2r_keep(s, d2r_sub(drawn_extreme(s, drawn, t, -1),
+                                           drawn_extreme(s, drawn, t, 1)));
   d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
   d2r_tensor *one = d2r_keep(s, d2r_scalar(1.0));
   d2r_tensor *live = d2r_keep(s, d2r_gt(spread, zero));
@@ -839,6 +848,8 @@ static d2r_tensor *weights_rows(d2r_tensor *r, d2r_tensor *n, int64_t g,
     if (o->transform == D2R_TRANSFORM_MIN_SHIFT)
       for (int64_t k = 0; k < c; k++)
         low = nv[k] > 0 && rv[k] < low ? rv[k] : low;
+    /* A class no sample fell in takes no part (its reward may be
+     * infinite, and 0 times that is NaN). */
     double sum = 0;
     for (int64_t k = 0; k < c; k++) {
       double t = rv[k];
@@ -847,8 +858,10 @@ static d2r_tensor *weights_rows(d2r_tensor *r, d2r_tensor *n, int64_t g,
       else if (o->transform == D2R_TRANSFORM_RBF)
         t = exp(t * o->gamma);
       w[k] = t;
-      sum += nv[k] * t;
-      r_sum += nv[k] * rv[k];
+      if (nv[k] > 0) {
+        sum += nv[k] * t;
+        r_sum += nv[k] * rv[k];
+      }
     }
     for (int64_t k = 0; k < c; k++) {
       double t = w[k];
@@ -856,7 +869,7 @@ static d2r_tensor *weights_rows(d2r_tensor *r, d2r_tensor *n, int64_t g,
         t = t - sum * mean;
       else if (o->baseline == D2R_BASELINE_LOO)
         t = t - (sum - t) * loo;
-      w[k] = nv[k] * t;
+      w[k] = nv[k] > 0 ? nv[k] * t : 0.0;
       t_sum += w[k];
     }
   }
@@ -868,13 +881,15 @@ static d2r_tensor *weights_rows(d2r_tensor *r, d2r_tensor *n, int64_t g,
 }
 
 /* sum over the B G samples of t, divided by B G, as a plain number. */
-static double counts_mean(d2r_tensor *n, d2r_tensor *t, double bg)
+static double counts_mean(d2r_tensor *n, d2r_tensor *drawn, d2r_tensor *t,
+                          double bg)
 {
   if (!t)
     return NAN;
   bool was = d2r_set_grad_enabled(false);
   d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *sum = d2r_keep(&s, d2r_sum_all(d2r_keep(&s, d2r_mul(n, t))));
+  d2r_tensor *nt = d2r_keep(&s, d2r_mul(n, drawn_only(&s, drawn, t)));
+  d2r_tensor *sum = d2r_keep(&s, d2r_sum_all(nt));
   double v = sum ? d2r_item(sum) / bg : NAN;
   d2r_scope_end(&s);
   d2r_set_grad_enabled(was);
@@ -907,7 +922,7 @@ d2r_tensor *d2r_pg_surrogate_counts(d2r_tensor *logp, d2r_tensor *reward,
   d2r_tensor *r = d2r_keep(&s, o->reward_grad ? d2r_retain(reward)
                                               : d2r_detach(reward));
   /* n_bk rt_bk: the weight of class k's log-probability in row b. */
-  d2r_tensor *w = NULL, *rt = NULL;
+  d2r_tensor *w = NULL, *rt = NULL, *drawn = NULL;
   double r_mean = NAN, t_mean = NAN;
   bool rows = !o->reward_grad && o->baseline != D2R_BASELINE_MEAN_STD;
   if (r && rows) {
@@ -915,7 +930,9 @@ d2r_tensor *d2r_pg_surrogate_counts(d2r_tensor *logp, d2r_tensor *reward,
     w = d2r_keep(&s, rc ? weights_rows(rc, n, g, o, &r_mean, &t_mean)
                         : NULL);
   } else if (r) {
-    rt = transform_counts(&s, r, n, g, o);
+    d2r_tensor *zero = d2r_keep(&s, d2r_scalar(0.0));
+    drawn = d2r_keep(&s, d2r_gt(n, zero));
+    rt = drawn ? transform_counts(&s, r, n, drawn, g, o) : NULL;
     w = d2r_keep(&s, rt ? d2r_mul(n, rt) : NULL);
   }
   d2r_set_grad_enabled(was);
@@ -932,8 +949,8 @@ d2r_tensor *d2r_pg_surrogate_counts(d2r_tensor *logp, d2r_tensor *reward,
   }
   d2r_tensor *out = d2r_retain(add_entropy(&s, pg, entropy, lambda));
   if (out && stats) {
-    stats->reward_mean = rows ? r_mean : counts_mean(n, reward, bg);
-    stats->transformed_mean = rows ? t_mean : counts_mean(n, rt, bg);
+    stats->reward_mean = rows ? r_mean : counts_mean(n, drawn, r, bg);
+    stats->transformed_mean = rows ? t_mean : counts_mean(n, drawn, rt, bg);
     stats->entropy_mean = mean_value(entropy);
   }
   d2r_scope_end(&s);

@@ -822,6 +822,49 @@ Test(objective, counts_surrogate_matches_samples)
         }
 }
 
+/* A class no sample fell in takes no part even when its reward is
+ * infinite (U's entry for class 1 is inf and row 0 never draws class
+ * 1; rows 1 and 2 have labels 1, so their rewards are all inf or NaN:
+ * only row 0 is used here), with and without reward_grad: the counts
+ * give the samples' finite value. */
+Test(objective, counts_surrogate_ignores_undrawn_classes)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double u[3] = {1.0, INFINITY, 0.5};
+  double row_counts[3] = {2, 0, 3}, row_samples[5] = {2, 0, 2, 0, 2};
+  double lab[1] = {2};
+  for (int rg = 0; rg < 2; rg++)
+    for (int b = 0; b < 4; b++) {
+      d2r_pg_options o = d2r_pg_options_default();
+      o.transform = D2R_TRANSFORM_MIN_SHIFT;
+      o.baseline = (d2r_baseline)b;
+      o.reward_grad = rg;
+      d2r_tensor *x = K(tensor2(1, 3, CNT_LOGITS));
+      d2r_tensor *U = K(d2r_vector(3, u));
+      d2r_tensor *y = K(d2r_vector(1, lab));
+      d2r_pg_stats sc, ss;
+      d2r_tensor *lc = K(d2r_pg_surrogate_counts(
+          K(d2r_log_softmax(x, 1)), K(d2r_onehot_reward_classes(y, 3, U)),
+          K(tensor2(1, 3, row_counts)), NULL, 0, &o, &sc));
+      d2r_tensor *smp = K(tensor2(1, 5, row_samples));
+      d2r_tensor *ls = K(d2r_pg_surrogate(
+          K(d2r_categorical_log_prob(x, smp)),
+          K(d2r_onehot_reward(smp, y, 3, U)), NULL, 0, &o, &ss));
+      cr_assert_not_null(lc, "%s", d2r_error());
+      cr_assert_not_null(ls, "%s", d2r_error());
+      cr_expect(isfinite(d2r_item(lc)) &&
+                fabs(d2r_item(lc) - d2r_item(ls)) <= 1e-12,
+                "baseline %d reward_grad %d: counts %.17g, samples %.17g",
+                b, rg, d2r_item(lc), d2r_item(ls));
+      cr_expect(fabs(sc.reward_mean - ss.reward_mean) <= 1e-12 &&
+                fabs(sc.transformed_mean - ss.transformed_mean) <= 1e-12,
+                "baseline %d reward_grad %d: stats %g %g against %g %g", b,
+                rg, sc.reward_mean, sc.transformed_mean, ss.reward_mean,
+                ss.transformed_mean);
+    }
+  d2r_scope_end(&s);
+}
+
 /* onehot_reward_classes against onehot_reward of each class, and the
  * counts form's argument checks. */
 Test(objective, counts_reward_table_and_errors)
