@@ -553,7 +553,28 @@ end
 -- Calls the run function in protected mode, passing metrics to emit;
 -- returns true or false and the error with its traceback.  A table
 -- returned by the run function is logged with split "final".
-local function call_run(self, run, emit)
+-- The engine's switches (gradient recording, anomaly detection), as a
+-- table, and putting them back.
+local function engine_state()
+  local anomaly = d2r.detect_anomaly(false)
+  d2r.detect_anomaly(anomaly)
+  return {grad = d2r.grad_enabled(), anomaly = anomaly}
+end
+
+local function restore_engine(st)
+  d2r.set_grad_enabled(st.grad)
+  d2r.detect_anomaly(st.anomaly)
+end
+
+-- Runs one run.  Every run starts alike wherever it lands (a fresh
+-- worker, a worker that ran others before it, or this process): the
+-- engine's switches as in `start` (those of the sweep's start; now by
+-- default), whatever an earlier run left them at, and math.random seeded
+-- from the run's seed.  They are put back afterwards.
+local function call_run(self, run, emit, start)
+  start = start or engine_state()
+  restore_engine(start)
+  math.randomseed(run.seed)
   local ctx = setmetatable({
     seed = run.seed, rep = run.rep, index = run.index, label = run.label,
     config = run.config, name = self.name, nan = self.nan,
@@ -570,6 +591,7 @@ local function call_run(self, run, emit)
     t.epoch = nil
     ok, res = pcall(ctx.log, ctx, t)
   end
+  restore_engine(start)
   return ok, not ok and tostring(res) or nil
 end
 
@@ -580,7 +602,7 @@ local function worker_main(send, self, runs)
   local function emit(rows) send(serialise{k = "m", rows = rows}) end
   for i, run in ipairs(runs) do
     send(serialise{k = "start", i = i})
-    local ok, err = call_run(self, run, emit)
+    local ok, err = call_run(self, run, emit, self.start_state)
     send(serialise(ok and {k = "ok"} or {k = "err", msg = err}))
   end
 end
@@ -920,6 +942,7 @@ local AUTO_CHUNK_SECONDS = 0.25
 -- tick (seconds between checks), hook (called every tick), progress.
 local function execute(self, todo, sink, env, workers)
   local prog, host = env.progress, env.host
+  self.start_state = engine_state()
   local function info_start(worker)
     return {started = d2r.proc.time(), host = host, worker = worker,
             revision = env.revision}
@@ -931,7 +954,7 @@ local function execute(self, todo, sink, env, workers)
       prog.running = 1
       local ok, err = call_run(self, run, function(rows)
         sink.rows(run, rows)
-      end)
+      end, self.start_state)
       local now = d2r.proc.time()
       local fin = {status = ok and "done" or "failed", error = err,
                    finished = now, seconds = now - info.started}

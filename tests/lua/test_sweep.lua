@@ -265,6 +265,41 @@ sweep{name = "long", store = long_path, grid = {x = {1, 2, 3}},
       run = slow}:run{workers = 1, progress = "none"}
 check.eq(processes(long_path, 3), 3, "runs of 0.3 s keep a process each")
 
+-- Runs that share a worker start alike: a run that switches gradient
+-- recording off and fails leaves the next runs unharmed, and
+-- math.random is seeded from each run's seed, so a run's numbers do not
+-- depend on which runs went before it in its worker.
+local function careless(c)
+  if c.x % 10 == 0 then
+    d2r.set_grad_enabled(false)
+    error("careless run")
+  end
+  local w = d2r.tensor{1.5}:requires_grad(true)
+  local g = d2r.grad((w * w):sum(), w)[1]
+  return {g = g:item(), r = math.random()}
+end
+local function stored(path, chunk)
+  sweep{name = "careless", store = path, grid = {x = xs},
+        run = careless}:run{workers = 1, chunk = chunk, progress = "none"}
+  local st = sweep.open(path)
+  local c = st:counts()
+  local out = {done = c.done, failed = c.failed, r = {}, n = 0}
+  for _, row in ipairs(st:final{name = "r"}) do
+    out.r[row.run], out.n = row.value, out.n + 1
+  end
+  st:close()
+  return out
+end
+local shared = stored(tmp .. "/careless_auto.sqlite", "auto")
+local alone = stored(tmp .. "/careless_one.sqlite", 1)
+check.eq(shared.done, 36, "runs after a careless one in its worker succeed")
+check.eq(shared.failed, 4, "only the careless runs fail")
+check.eq(shared.n, 36, "every good run stored its draw")
+for id, v in pairs(alone.r) do
+  check.eq(shared.r[id], v, "math.random in run " .. id .. " as when alone")
+end
+check.ok(d2r.grad_enabled(), "the sweep leaves gradient recording on")
+
 -- A run re-created from its row gives the stored numbers again.
 local row = sweep.open(store):runs{fail = "none", lr = 0.5, rep = 2}[1]
 local function mkey(m)
