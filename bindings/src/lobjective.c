@@ -141,6 +141,16 @@ static void pushstats(lua_State *L, const d2r_pg_stats *s) {
   }
 }
 
+/* The entropy argument: a tensor, or nil for none.  A nil is passed on
+ * as NULL with no message pending, so that the engine reports it (when
+ * lambda is not 0) rather than repeating an earlier, caught failure. */
+static d2r_tensor *optentropy(lua_State *L, int arg) {
+  if (!lua_isnil(L, arg))
+    return ld2r_checktensor(L, arg);
+  d2r_clear_error();
+  return NULL;
+}
+
 /* d2r.pg_surrogate(logp, reward, entropy, lambda [, options]): the loss
  * and a table of diagnostics; entropy may be nil when lambda is 0. */
 static int f_pg_surrogate(lua_State *L) {
@@ -148,7 +158,7 @@ static int f_pg_surrogate(lua_State *L) {
   d2r_pg_stats st;
   d2r_tensor *logp = ld2r_checktensor(L, 1);
   d2r_tensor *r = ld2r_checktensor(L, 2);
-  d2r_tensor *h = lua_isnil(L, 3) ? NULL : ld2r_checktensor(L, 3);
+  d2r_tensor *h = optentropy(L, 3);
   double lambda = luaL_checknumber(L, 4);
   d2r_tensor **slot;
   checkpg(L, 5, &o);
@@ -167,7 +177,7 @@ static int f_pg_surrogate_counts(lua_State *L) {
   d2r_tensor *logp = ld2r_checktensor(L, 1);
   d2r_tensor *r = ld2r_checktensor(L, 2);
   d2r_tensor *n = ld2r_checktensor(L, 3);
-  d2r_tensor *h = lua_isnil(L, 4) ? NULL : ld2r_checktensor(L, 4);
+  d2r_tensor *h = optentropy(L, 4);
   double lambda = luaL_checknumber(L, 5);
   d2r_tensor **slot;
   checkpg(L, 6, &o);
@@ -182,7 +192,7 @@ static int f_pg_surrogate_counts(lua_State *L) {
 static int f_pathwise(lua_State *L) {
   d2r_pg_stats st;
   d2r_tensor *r = ld2r_checktensor(L, 1);
-  d2r_tensor *h = lua_isnil(L, 2) ? NULL : ld2r_checktensor(L, 2);
+  d2r_tensor *h = optentropy(L, 2);
   double lambda = luaL_checknumber(L, 3);
   d2r_tensor **slot = ld2r_newtensor(L);
   *slot = d2r_pathwise_surrogate(r, h, lambda, &st);

@@ -13,7 +13,6 @@
  */
 #include "d2r/dist.h"
 
-#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -155,9 +154,9 @@ d2r_tensor *d2r_categorical_counts(d2r_rng *rng, d2r_tensor *logits,
     return NULL;
   if (!rng)
     return d2r_fail("%s: no random generator", fn);
-  if (draws < 1 || (uint64_t)draws > UINT_MAX)
-    return d2r_fail("%s: draws must be in [1, %u], got %lld", fn, UINT_MAX,
-                    (long long)draws);
+  if (draws < 1 || draws > D2R_MULTINOMIAL_MAX_DRAWS)
+    return d2r_fail("%s: draws must be in [1, %lld], got %lld", fn,
+                    (long long)D2R_MULTINOMIAL_MAX_DRAWS, (long long)draws);
   if (d2r_count_nonfinite(logits) > 0)
     return d2r_fail("%s: logits hold non-finite values", fn);
   int64_t b = logits->shape[0], c = logits->shape[1];
@@ -324,19 +323,25 @@ static double row_entropy(const double *x, int64_t c, double *lp, double *p,
   for (int64_t k = 0; k < c; k++) {
     lp[k] = x[k] - lse;
     p[k] = exp(lp[k]);
-    pl[k] = p[k] * lp[k];
+    /* p log p -> 0 as p -> 0: a class whose probability underflows to
+     * 0 (log p may then be -inf) adds nothing. */
+    pl[k] = p[k] == 0 ? 0.0 : p[k] * lp[k];
   }
   return -d2r_sum_lanes(pl, c);
 }
 
 /* dH/dx_k = -p_k (log p_k + H), from differentiable ops when the
- * gradient will be differentiated again. */
+ * gradient will be differentiated again (log p read as 0 where p is 0,
+ * as the forward pass reads it). */
 static int bw_cat_entropy_graph(d2r_node *nd, d2r_tensor *g,
                                 d2r_tensor **gin)
 {
   d2r_scope s = D2R_SCOPE_INIT;
-  d2r_tensor *lp = d2r_keep(&s, d2r_log_softmax(nd->in[0], 1));
-  d2r_tensor *p = d2r_keep(&s, d2r_exp(lp));
+  d2r_tensor *raw = d2r_keep(&s, d2r_log_softmax(nd->in[0], 1));
+  d2r_tensor *p = d2r_keep(&s, d2r_exp(raw));
+  d2r_tensor *zero = d2r_keep(&s, d2r_scalar(0.0));
+  d2r_tensor *live = d2r_keep(&s, d2r_gt(p, zero));
+  d2r_tensor *lp = d2r_keep(&s, d2r_where(live, raw, zero));
   d2r_tensor *plp = d2r_keep(&s, d2r_mul(p, lp));
   d2r_tensor *h = d2r_keep(&s, d2r_neg(d2r_keep(&s, d2r_sum(plp, 1,
                                                            true))));
@@ -365,7 +370,7 @@ static int bw_cat_entropy(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
       const double *lp = kept, *p = kept + c;
       double h = kept[2 * c];
       for (int64_t k = 0; k < c; k++)
-        o[k] = -(p[k] * (lp[k] + h)) * pg[i];
+        o[k] = p[k] == 0 ? 0.0 : -(p[k] * (lp[k] + h)) * pg[i];
     }
   }
   d2r_release(gc);
@@ -381,6 +386,8 @@ d2r_tensor *d2r_categorical_entropy(d2r_tensor *logits)
   const char *fn = "categorical_entropy";
   if (!logits || !check_logits(logits, fn))
     return NULL;
+  if (d2r_count_nonfinite(logits) > 0)
+    return d2r_fail("%s: logits hold non-finite values", fn);
   int64_t b = logits->shape[0], c = logits->shape[1];
   int64_t keep_shape[2] = {b, 2 * c + 1};
   d2r_tensor *lc = d2r_contiguous(logits);

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "tensor_impl.h"
 
@@ -289,6 +290,15 @@ d2r_tensor *d2r_onehot_reward_classes(const d2r_tensor *labels,
       v[i * classes + k] = (double)k;
   d2r_tensor *out = d2r_onehot_reward(grid, labels, classes, U);
   d2r_release(grid);
+  if (!out) {
+    /* The message under this function's name, not the one it calls. */
+    const char *inner = "onehot_reward: ";
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", d2r_error());
+    bool prefixed = strncmp(msg, inner, strlen(inner)) == 0;
+    d2r_fail("onehot_reward_classes: %s", msg + (prefixed ? strlen(inner)
+                                                         : 0));
+  }
   return out;
 }
 
@@ -638,7 +648,7 @@ static int bw_score_term(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
  * to the last bit.
  */
 static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt,
-                              double scale)
+                              double scale, const char *fn)
 {
   d2r_tensor *lc = d2r_contiguous(logp);
   d2r_tensor *prod = lc ? d2r_new(lc->ndim, lc->shape) : NULL;
@@ -648,14 +658,16 @@ static d2r_tensor *score_term(d2r_tensor *logp, d2r_tensor *rt,
   }
   const double *lp = d2r_data(lc), *r = d2r_data(rt);
   double *pr = d2r_data(prod);
+  /* A zero weight makes a zero term even at log p = -inf (a class that
+   * no sample fell in). */
   for (int64_t k = 0; k < lc->numel; k++)
-    pr[k] = -lp[k] * r[k];
+    pr[k] = r[k] == 0 ? 0.0 : -lp[k] * r[k];
   double value = d2r_sum_lanes(pr, lc->numel) * scale;
   d2r_release(prod);
   d2r_release(lc);
   d2r_tensor *in[2] = {logp, rt};
-  d2r_tensor *out = d2r_watch(d2r_scalar(value), "pg_surrogate", 2, in);
-  out = d2r_record(out, "pg_surrogate", bw_score_term, 1, &logp);
+  d2r_tensor *out = d2r_watch(d2r_scalar(value), fn, 2, in);
+  out = d2r_record(out, fn, bw_score_term, 1, &logp);
   if (out && out->node) {
     d2r_set_aux(out->node, d2r_retain(rt));
     out->node->s[0] = scale;
@@ -677,7 +689,8 @@ d2r_tensor *d2r_pg_surrogate(d2r_tensor *logp, d2r_tensor *reward,
   d2r_tensor *rt = d2r_keep(&s, d2r_pg_transform(reward, o));
   d2r_tensor *pg = NULL;
   if (rt && o->clip == 0 && plain_rows(reward, o) && logp->numel > 0) {
-    pg = d2r_keep(&s, score_term(logp, rt, 1.0 / (double)logp->numel));
+    pg = d2r_keep(&s, score_term(logp, rt, 1.0 / (double)logp->numel,
+                                 fn));
   } else {
     d2r_tensor *nlp = d2r_keep(&s, rt ? d2r_neg(logp) : NULL);
     if (o->clip > 0)
@@ -726,27 +739,36 @@ static d2r_tensor *checked_counts(const d2r_tensor *logp,
   if (!n)
     return NULL;
   const double *v = d2r_data(n);
+  /* Row sums in integers, each count and sum at most 2^52 so that G
+   * and every count are exact as doubles. */
+  const int64_t top = (int64_t)1 << 52;
   int64_t total = -1;
   for (int64_t i = 0; i < b; i++) {
-    double row = 0;
+    int64_t row = 0;
     for (int64_t k = 0; k < c; k++) {
       double x = v[i * c + k];
       /* In range first, so the conversion is defined. */
       if (!(x >= 0 && x <= 0x1p52) || (double)(int64_t)x != x) {
         d2r_release(n);
-        return d2r_fail("%s: counts must be non-negative integers, got "
-                        "%.17g at row %lld, class %lld", fn, x,
+        return d2r_fail("%s: counts must be non-negative integers up to "
+                        "2^52, got %.17g at row %lld, class %lld", fn, x,
                         (long long)i + 1, (long long)k + 1);
       }
-      row += x;
+      row += (int64_t)x;
+      if (row > top) {
+        d2r_release(n);
+        return d2r_fail("%s: row %lld of counts holds more than 2^52 "
+                        "draws", fn, (long long)i + 1);
+      }
     }
     if (total < 0)
-      total = (int64_t)row;
-    if (row < 1 || (double)total != row) {
+      total = row;
+    if (row < 1 || row != total) {
       d2r_release(n);
       return d2r_fail("%s: every row of counts must hold the same number "
-                      "of draws G >= 1; row 1 holds %lld, row %lld %.17g",
-                      fn, (long long)total, (long long)i + 1, row);
+                      "of draws G >= 1; row 1 holds %lld, row %lld %lld",
+                      fn, (long long)total, (long long)i + 1,
+                      (long long)row);
     }
   }
   if (o->baseline == D2R_BASELINE_LOO && total < 2) {
@@ -783,16 +805,40 @@ static d2r_tensor *drawn_only(d2r_scope *s, d2r_tensor *drawn, d2r_tensor *t)
   return d2r_keep(s, t ? d2r_where(drawn, t, zero) : NULL);
 }
 
+/* The smallest r over the classes drawn, differentiable: its gradient
+ * goes to the classes at the minimum in proportion to their counts, as
+ * the minimum over the samples shares it equally among the tied
+ * samples.  The value is the minimum's, exactly. */
+static d2r_tensor *drawn_min(d2r_scope *s, d2r_tensor *n, d2r_tensor *drawn,
+                             d2r_tensor *r)
+{
+  bool was = d2r_set_grad_enabled(false);
+  d2r_tensor *m = drawn_extreme(s, drawn, r, 1);
+  d2r_tensor *at = d2r_keep(s, d2r_mul(drawn, d2r_keep(s, d2r_eq(r, m))));
+  d2r_tensor *nt = d2r_keep(s, d2r_mul(n, at));
+  d2r_tensor *share = d2r_keep(s, d2r_div(nt, d2r_keep(s, d2r_sum(nt, 1,
+                                                                  true))));
+  d2r_set_grad_enabled(was);
+  if (!share || !d2r_requires_grad(r))
+    return m;
+  /* m + (sum(share r) - sum(share r)): m's value, share's gradient. */
+  d2r_tensor *sr = d2r_keep(s, d2r_sum(d2r_keep(s, d2r_mul(share, r)), 1,
+                                       true));
+  d2r_tensor *fixed = d2r_keep(s, sr ? d2r_detach(sr) : NULL);
+  return d2r_keep(s, d2r_add(m, d2r_keep(s, d2r_sub(sr, fixed))));
+}
+
 /* The transformed and baselined rewards of every class drawn (0 for the
  * others), [B, C]: the value each of the class's samples gets in
- * d2r_pg_transform. */
+ * d2r_pg_transform.  The rewards of the classes not drawn are set to 0
+ * first, so that no infinity of theirs reaches a gradient. */
 static d2r_tensor *transform_counts(d2r_scope *s, d2r_tensor *r,
                                     d2r_tensor *n, d2r_tensor *drawn,
                                     int64_t g, const d2r_pg_options *o)
 {
-  d2r_tensor *t = r;
-  if (o->transform == D2R_TRANSFORM_MIN_SHIFT)
-    t = d2r_keep(s, d2r_sub(r, drawn_extreme(s, drawn, r, 1)));
+  d2r_tensor *t = r = drawn_only(s, drawn, r);
+  if (r && o->transform == D2R_TRANSFORM_MIN_SHIFT)
+    t = d2r_keep(s, d2r_sub(r, drawn_min(s, n, drawn, r)));
   else if (o->transform == D2R_TRANSFORM_RBF)
     t = d2r_keep(s, d2r_exp(d2r_keep(s, d2r_muls(r, o->gamma))));
   t = drawn_only(s, drawn, t);
@@ -938,11 +984,17 @@ d2r_tensor *d2r_pg_surrogate_counts(d2r_tensor *logp, d2r_tensor *reward,
   d2r_set_grad_enabled(was);
   d2r_tensor *pg;
   if (w && o->clip == 0 && !d2r_requires_grad(w)) {
-    pg = d2r_keep(&s, score_term(logp, w, 1.0 / bg));
+    pg = d2r_keep(&s, score_term(logp, w, 1.0 / bg, fn));
   } else {
+    /* -log p of a class not drawn may be infinite; its weight is 0. */
+    if (!drawn) {
+      d2r_tensor *zero = d2r_keep(&s, d2r_scalar(0.0));
+      drawn = d2r_keep(&s, d2r_gt(n, zero));
+    }
     d2r_tensor *nlp = d2r_keep(&s, w ? d2r_neg(logp) : NULL);
     if (o->clip > 0)
       nlp = d2r_keep(&s, d2r_clamp(nlp, -o->clip, o->clip));
+    nlp = drawn_only(&s, drawn, nlp);
     d2r_tensor *tot = d2r_keep(&s, d2r_sum_all(d2r_keep(&s, d2r_mul(nlp,
                                                                    w))));
     pg = d2r_keep(&s, d2r_muls(tot, 1.0 / bg));

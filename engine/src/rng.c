@@ -9,7 +9,6 @@
  */
 #include "d2r/rng.h"
 
-#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -294,10 +293,12 @@ int d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
 int d2r_rng_multinomial(d2r_rng *r, const double *p, int64_t c,
                         int64_t draws, double *counts) {
   if (!r || !p || !counts || c < 1 || draws < 0 ||
-      (uint64_t)draws > UINT_MAX || (uint64_t)c > SIZE_MAX / sizeof(unsigned)) {
+      draws > D2R_MULTINOMIAL_MAX_DRAWS ||
+      (uint64_t)c > SIZE_MAX / sizeof(unsigned)) {
     d2r_fail("rng_multinomial: needs a generator, c >= 1 weights, 0 <= "
-             "draws <= %u and an output (got c = %lld, draws = %lld)",
-             UINT_MAX, (long long)c, (long long)draws);
+             "draws <= %lld and an output (got c = %lld, draws = %lld)",
+             (long long)D2R_MULTINOMIAL_MAX_DRAWS, (long long)c,
+             (long long)draws);
     return -1;
   }
   double total = 0;

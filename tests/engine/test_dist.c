@@ -85,6 +85,20 @@ Test(dist, categorical_log_prob_closed_form)
 Test(dist, categorical_entropy_and_probs)
 {
   d2r_scope s = D2R_SCOPE_INIT;
+  /* A probability that underflows to 0 adds 0 (p log p -> 0), and so
+   * does its gradient: logits (1e308, -1e308) have entropy 0. */
+  double far[2] = {1e308, -1e308};
+  d2r_tensor *zf = K(tensor2(1, 2, far));
+  cr_assert_eq(d2r_set_requires_grad(zf, true), 0);
+  d2r_tensor *hf = K(d2r_categorical_entropy(zf));
+  expect_values(hf, (double[]){0}, 1, 0, "H of a certain row");
+  d2r_tensor *gf = NULL;
+  cr_assert_eq(d2r_autograd(1, &hf, NULL, 1, &zf, false, false, &gf), 0,
+               "%s", d2r_error());
+  expect_values(K(gf), (double[]){0, 0}, 2, 0, "dH of a certain row");
+  double bad[2] = {0, NAN};
+  expect_error(d2r_categorical_entropy(K(tensor2(1, 2, bad))),
+               "non-finite");
   double z[6] = {0.0, 0.69314718055994531, 1.0986122886681098, 5, 5, 5};
   d2r_tensor *logits = K(tensor2(2, 3, z));
   double want[2] = {log(6.0) / 6 + log(3.0) / 3 + log(2.0) / 2, log(3.0)};
@@ -208,6 +222,9 @@ Test(dist, categorical_counts_multinomial)
   /* Failures draw nothing: the twins stay in step. */
   expect_error(d2r_categorical_counts(rng, logits, 0), "draws");
   expect_error(d2r_categorical_counts(rng, logits, (int64_t)1 << 40),
+               "draws");
+  expect_error(d2r_categorical_counts(rng, logits,
+                                      D2R_MULTINOMIAL_MAX_DRAWS + 1),
                "draws");
   expect_error(d2r_categorical_counts(NULL, logits, 3), "generator");
   z[4] = NAN;

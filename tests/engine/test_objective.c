@@ -865,6 +865,101 @@ Test(objective, counts_surrogate_ignores_undrawn_classes)
   d2r_scope_end(&s);
 }
 
+/* The counts against the samples they describe on one row, with U a
+ * leaf: value and gradients in the logits and in U within 1e-12. */
+static void expect_counts_like_samples(const double *logits, int64_t c,
+                                       const double *counts,
+                                       const double *samples, int64_t g,
+                                       double label, const double *u,
+                                       const d2r_pg_options *o,
+                                       const char *what)
+{
+  d2r_scope s = D2R_SCOPE_INIT;
+  double lc[2], gx[2][8], gu[2][8];
+  for (int side = 0; side < 2; side++) {
+    d2r_tensor *x = K(leaf(tensor2(1, c, logits)));
+    d2r_tensor *U = K(leaf(d2r_vector(c, u)));
+    d2r_tensor *y = K(d2r_vector(1, &label));
+    d2r_tensor *loss;
+    if (side == 0) {
+      loss = K(d2r_pg_surrogate_counts(
+          K(d2r_log_softmax(x, 1)), K(d2r_onehot_reward_classes(y, c, U)),
+          K(tensor2(1, c, counts)), NULL, 0, o, NULL));
+    } else {
+      d2r_tensor *smp = K(tensor2(1, g, samples));
+      loss = K(d2r_pg_surrogate(K(d2r_categorical_log_prob(x, smp)),
+                                K(d2r_onehot_reward(smp, y, c, U)), NULL, 0,
+                                o, NULL));
+    }
+    cr_assert_not_null(loss, "%s: %s", what, d2r_error());
+    lc[side] = d2r_item(loss);
+    d2r_tensor *in[2] = {x, U}, *gr[2] = {NULL, NULL};
+    cr_assert_eq(d2r_autograd(1, &loss, NULL, 2, in, false, true, gr), 0,
+                 "%s: %s", what, d2r_error());
+    memcpy(gx[side], d2r_data(K(d2r_contiguous(K(gr[0])))),
+           sizeof(double) * (size_t)c);
+    memcpy(gu[side], d2r_data(K(d2r_contiguous(K(gr[1])))),
+           sizeof(double) * (size_t)c);
+  }
+  cr_expect(isfinite(lc[0]) && fabs(lc[0] - lc[1]) <= 1e-12,
+            "%s: loss %.17g (counts) against %.17g", what, lc[0], lc[1]);
+  for (int k = 0; k < c; k++) {
+    cr_expect(isfinite(gx[0][k]) && fabs(gx[0][k] - gx[1][k]) <= 1e-12,
+              "%s: dlogits[%d] %.17g against %.17g", what, k, gx[0][k],
+              gx[1][k]);
+    cr_expect(fabs(gu[0][k] - gu[1][k]) <= 1e-12 ||
+                  (isnan(gu[0][k]) && isnan(gu[1][k])),
+              "%s: dU[%d] %.17g against %.17g", what, k, gu[0][k], gu[1][k]);
+  }
+  d2r_scope_end(&s);
+}
+
+/* Cases a helper found: the minimum of min-shift tied between two
+ * drawn classes (its gradient in U is shared by count, as the samples
+ * share it), log p = -inf for a class not drawn, and an infinite
+ * reward for a class not drawn under RBF with reward gradients. */
+Test(objective, counts_surrogate_edge_cases)
+{
+  double x3[3] = {0.3, -1.2, 0.8}, n3[3] = {1, 3, 1};
+  double s3[5] = {1, 0, 1, 2, 1}, ones[3] = {1, 1, 1};
+  for (int b = 0; b < 4; b++) {
+    d2r_pg_options o = d2r_pg_options_default();
+    o.transform = D2R_TRANSFORM_MIN_SHIFT;
+    o.baseline = (d2r_baseline)b;
+    o.reward_grad = true;
+    char what[64];
+    snprintf(what, sizeof what, "tied minimum, baseline %d", b);
+    /* label 2: classes 0 and 1 (counts 1 and 3) tie at reward -2 */
+    expect_counts_like_samples(x3, 3, n3, s3, 5, 2, ones, &o, what);
+  }
+  double xinf[3] = {0, 0, -INFINITY}, n2[3] = {2, 2, 0};
+  double s2[4] = {0, 1, 1, 0}, u3[3] = {1.0, 0.5, 2.0};
+  /* log_softmax of a -inf logit is -inf: the class is never drawn. */
+  for (int b = 0; b < 4; b++)
+    for (int clip = 0; clip < 2; clip++)
+      for (int rg = 0; rg < 2; rg++) {
+        d2r_pg_options o = d2r_pg_options_default();
+        o.baseline = (d2r_baseline)b;
+        o.clip = clip ? 0.9 : 0;
+        o.reward_grad = rg;
+        char what[80];
+        snprintf(what, sizeof what, "log p = -inf undrawn, baseline %d "
+                 "clip %d reward_grad %d", b, clip, rg);
+        expect_counts_like_samples(xinf, 3, n2, s2, 4, 0, u3, &o, what);
+      }
+  double uinf[3] = {1.0, 0.5, -INFINITY};
+  for (int b = 0; b < 4; b++) {
+    d2r_pg_options o = d2r_pg_options_default();
+    o.transform = D2R_TRANSFORM_RBF;
+    o.gamma = 0.3;
+    o.baseline = (d2r_baseline)b;
+    o.reward_grad = true;
+    char what[64];
+    snprintf(what, sizeof what, "rbf, +inf reward undrawn, baseline %d", b);
+    expect_counts_like_samples(x3, 3, n2, s2, 4, 0, uinf, &o, what);
+  }
+}
+
 /* onehot_reward_classes against onehot_reward of each class, and the
  * counts form's argument checks. */
 Test(objective, counts_reward_table_and_errors)
@@ -898,6 +993,9 @@ Test(objective, counts_reward_table_and_errors)
   double uneven[9] = {2, 0, 3, 4, 0, 0, 1, 3, 1};
   expect_error(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, uneven)), h,
                                        0.1, NULL, NULL), "same number");
+  double big[9] = {0x1p52, 0x1p52, 1, 0x1p52, 0x1p52, 0, 0, 0, 0};
+  expect_error(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, big)), h, 0.1,
+                                       NULL, NULL), "more than 2^52");
   double nan_c[9] = {2, 0, 3, 5, 0, 0, 1, NAN, 1};
   expect_error(d2r_pg_surrogate_counts(lp, r, K(tensor2(3, 3, nan_c)), h,
                                        0.1, NULL, NULL), "nan");

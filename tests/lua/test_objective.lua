@@ -139,6 +139,16 @@ check.raises("same number of draws", d2r.pg_surrogate_counts,
              T{{1, 3}, {2, 1}}, nil, 0)
 check.raises("draw count must be positive", d2r.categorical_counts,
              d2r.rng(1), logits, 0)
+-- A missing entropy with lambda set is reported as such, even after an
+-- earlier failure was caught.
+pcall(d2r.onehot_reward_classes, T{1}, 2, T{{1, 2, 3}})
+check.raises("entropy is NULL but lambda is 1", d2r.pg_surrogate_counts,
+             logits:log_softmax(), rc, cnt, nil, 1)
+check.raises("entropy is NULL but lambda is 1", d2r.pg_surrogate,
+             d2r.categorical_log_prob(logits, smp),
+             d2r.onehot_reward(smp, T{1}, 2, 0.5), nil, 1)
+check.raises("^[^:]*onehot_reward_classes: U must be",
+             d2r.onehot_reward_classes, T{1}, 2, T{{1, 2, 3}})
 
 -- closed forms: y rows (0, 0), (2, 2): Sigma = [[2, 2], [2, 2]]
 local y = T{{0, 0}, {2, 2}}

@@ -58,7 +58,7 @@ d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
  * instead of `draws` categorical ones: for a reward that depends only
  * on the class, the counts are all a policy gradient needs (see
  * d2r_pg_surrogate_counts).  Fails as d2r_categorical_sample does, and
- * on draws above UINT_MAX. */
+ * on draws above D2R_MULTINOMIAL_MAX_DRAWS (2^28, see rng.h). */
 d2r_tensor *d2r_categorical_counts(d2r_rng *rng, d2r_tensor *logits,
                                    int64_t draws);
 
@@ -67,8 +67,9 @@ d2r_tensor *d2r_categorical_counts(d2r_rng *rng, d2r_tensor *logits,
 d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
                                      const d2r_tensor *samples);
 
-/* Entropy -sum_c p_c log p_c of each row -> [B], differentiable.
- * Logits must be finite. */
+/* Entropy -sum_c p_c log p_c of each row -> [B], differentiable (twice);
+ * a class whose probability underflows to 0 adds 0.  Fails on logits
+ * holding a non-finite value. */
 d2r_tensor *d2r_categorical_entropy(d2r_tensor *logits);
 
 /* softmax(logits) along the classes -> [B, C], differentiable. */

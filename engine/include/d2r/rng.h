@@ -45,18 +45,24 @@ d2r_tensor *d2r_rand_categorical(d2r_rng *r, const d2r_tensor *probs,
  * nothing) when c < 1, draws < 0, a pointer is NULL or cum[c - 1] is not
  * positive and finite; the running sums are the caller's to keep
  * non-decreasing. */
+int d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
+                         int64_t draws, double *out);
+
+/* The most draws d2r_rng_multinomial takes: GSL's binomial sampler, on
+ * which it rests, draws counts whose variance is 3% too large at 6e8
+ * draws and worse beyond (measured; right to 4e8). */
+#define D2R_MULTINOMIAL_MAX_DRAWS ((int64_t)1 << 28)
+
 /* How many of `draws` independent draws from one row's weights p[0..c)
  * (non-negative, with a positive finite sum; class k has probability
  * p[k] / sum) fall in each class: counts[0..c) (as doubles, summing to
  * draws), drawn by GSL's multinomial sampler (conditional binomials: c
  * binomial draws instead of `draws` categorical ones).  0, or -1 with a
  * message (changing nothing) on a NULL pointer, c < 1, draws < 0 or
- * above UINT_MAX, or weights that are negative, not finite or sum to
- * 0. */
+ * above D2R_MULTINOMIAL_MAX_DRAWS, or weights that are negative, not
+ * finite or sum to 0. */
 int d2r_rng_multinomial(d2r_rng *r, const double *p, int64_t c,
                         int64_t draws, double *counts);
-int d2r_rng_draw_classes(d2r_rng *r, const double *cum, int64_t c,
-                         int64_t draws, double *out);
 
 /* Generator state as bytes, for checkpoints.  d2r_rng_state_size gives
  * the byte count; set_state fails, changing nothing, on a buffer of the
