@@ -407,9 +407,30 @@ static d2r_tensor *apply_transform(d2r_scope *s, d2r_tensor *r,
   }
 }
 
-/* (t - mean) / (std + eps) per row, and 0 for a row whose values are all
- * equal: its std is 0 in exact arithmetic, while rounding in the mean
- * could leave a tiny one that would blow the differences up. */
+/* dev / (sqrt(var) + eps) for each row whose spread is positive, and 0
+ * for a row whose values are all equal: its spread is 0 in exact
+ * arithmetic, while rounding in the mean could leave a tiny deviation
+ * that would blow up.  The square root is taken of a live row's
+ * variance only: at a variance of 0 its derivative is infinite, and 0
+ * times that would put a NaN in the reward's gradient although the
+ * row's value is 0.  dev [B, G], var and spread [B, 1]. */
+static d2r_tensor *standardise(d2r_scope *s, d2r_tensor *dev, d2r_tensor *var,
+                               d2r_tensor *spread, double eps)
+{
+  d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
+  d2r_tensor *one = d2r_keep(s, d2r_scalar(1.0));
+  d2r_tensor *live = d2r_keep(s, d2r_gt(spread, zero));
+  d2r_tensor *sd = d2r_keep(s, d2r_sqrt(d2r_keep(s, d2r_where(live, var,
+                                                              one))));
+  d2r_tensor *den = d2r_keep(s, d2r_where(live, d2r_keep(s, d2r_adds(sd,
+                                                                   eps)),
+                                          one));
+  d2r_tensor *z = d2r_keep(s, d2r_div(dev, den));
+  return d2r_keep(s, d2r_where(live, z, zero));
+}
+
+/* (t - mean) / (std + eps) per row (std unbiased), 0 for a row whose
+ * values are all equal. */
 static d2r_tensor *mean_std(d2r_scope *s, d2r_tensor *t, double eps)
 {
   d2r_tensor *c = d2r_keep(s, d2r_sub(t, d2r_keep(s, d2r_mean(t, 1, true))));
@@ -418,19 +439,7 @@ static d2r_tensor *mean_std(d2r_scope *s, d2r_tensor *t, double eps)
   d2r_tensor *var = d2r_keep(s, d2r_var(t, 1, true, 1));
   d2r_tensor *spread = d2r_keep(s, d2r_sub(d2r_keep(s, d2r_max(t, 1, true)),
                                            d2r_keep(s, d2r_min(t, 1, true))));
-  d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
-  d2r_tensor *one = d2r_keep(s, d2r_scalar(1.0));
-  d2r_tensor *live = d2r_keep(s, d2r_gt(spread, zero));
-  /* The square root of a live row's variance only: at a variance of 0
-   * its derivative is infinite, and 0 times that would put a NaN in the
-   * reward's gradient although the row's value is 0. */
-  d2r_tensor *sd = d2r_keep(s, d2r_sqrt(d2r_keep(s, d2r_where(live, var,
-                                                              one))));
-  d2r_tensor *den = d2r_keep(s, d2r_where(live, d2r_keep(s, d2r_adds(sd,
-                                                                   eps)),
-                                          one));
-  d2r_tensor *z = d2r_keep(s, d2r_div(c, den));
-  return d2r_keep(s, d2r_where(live, z, zero));
+  return standardise(s, c, var, spread, eps);
 }
 
 /* t_g - (sum_k t_k - t_g) / (G - 1): each sample against the mean of the
@@ -860,15 +869,7 @@ static d2r_tensor *transform_counts(d2r_scope *s, d2r_tensor *r,
   d2r_tensor *var = d2r_keep(s, d2r_muls(ss, 1.0 / ((double)g - 1.0)));
   d2r_tensor *spread = d2r_keep(s, d2r_sub(drawn_extreme(s, drawn, t, -1),
                                            drawn_extreme(s, drawn, t, 1)));
-  d2r_tensor *zero = d2r_keep(s, d2r_scalar(0.0));
-  d2r_tensor *one = d2r_keep(s, d2r_scalar(1.0));
-  d2r_tensor *live = d2r_keep(s, d2r_gt(spread, zero));
-  d2r_tensor *sd = d2r_keep(s, d2r_sqrt(d2r_keep(s, d2r_where(live, var,
-                                                              one))));
-  d2r_tensor *den = d2r_keep(s, d2r_where(live, d2r_keep(s, d2r_adds(sd,
-                                            o->std_eps)), one));
-  d2r_tensor *z = d2r_keep(s, d2r_div(dev, den));
-  return d2r_keep(s, d2r_where(live, z, zero));
+  return standardise(s, dev, var, spread, o->std_eps);
 }
 
 /*
