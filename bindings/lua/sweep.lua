@@ -550,9 +550,6 @@ local function traceback(e)
   return debug.traceback(e, 2)
 end
 
--- Calls the run function in protected mode, passing metrics to emit;
--- returns true or false and the error with its traceback.  A table
--- returned by the run function is logged with split "final".
 -- The engine's switches (gradient recording, anomaly detection), as a
 -- table, and putting them back.
 local function engine_state()
@@ -566,11 +563,14 @@ local function restore_engine(st)
   d2r.detect_anomaly(st.anomaly)
 end
 
--- Runs one run.  Every run starts alike wherever it lands (a fresh
--- worker, a worker that ran others before it, or this process): the
--- engine's switches as in `start` (those of the sweep's start; now by
--- default), whatever an earlier run left them at, and math.random seeded
--- from the run's seed.  They are put back afterwards.
+-- Calls the run function in protected mode, passing metrics to emit;
+-- returns true or false and the error with its traceback.  A table
+-- returned by the run function is logged with split "final".  Every
+-- run starts alike wherever it lands (a fresh worker, a worker that ran
+-- others before it, or this process): the engine's switches as in
+-- `start` (those of the sweep's start; now by default), whatever an
+-- earlier run left them at, and math.random seeded from the run's
+-- seed.  The switches are put back afterwards.
 local function call_run(self, run, emit, start)
   start = start or engine_state()
   restore_engine(start)

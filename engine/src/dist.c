@@ -315,7 +315,8 @@ d2r_tensor *d2r_categorical_log_prob(d2r_tensor *logits,
 
 /* One row's log-probabilities lp = x - lse, probabilities p = e^lp and
  * entropy -sum_k p lp, with the arithmetic of the log_softmax, exp, mul
- * and sum ops (pl is scratch for the products). */
+ * and sum ops, except that p lp is 0 where p is 0 (the ops made NaN of
+ * 0 times -inf there).  pl is scratch for the products. */
 static double row_entropy(const double *x, int64_t c, double *lp, double *p,
                           double *pl)
 {
@@ -378,9 +379,10 @@ static int bw_cat_entropy(d2r_node *nd, d2r_tensor *g, d2r_tensor **gin)
 }
 
 /* H = -sum_c p_c log p_c per row, as one node: the values of the op
- * chain (log_softmax, exp, mul, sum, neg) to the last bit, at a fraction
- * of its cost in a small step; the gradient -p (log p + H) in one pass
- * from what the forward pass computed. */
+ * chain (log_softmax, exp, mul, sum, neg) to the last bit wherever
+ * those were not NaN, at a fraction of its cost in a small step; the
+ * gradient -p (log p + H) in one pass from what the forward pass
+ * computed. */
 d2r_tensor *d2r_categorical_entropy(d2r_tensor *logits)
 {
   const char *fn = "categorical_entropy";
