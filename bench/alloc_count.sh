@@ -6,13 +6,13 @@
 #
 # usage: bench/alloc_count.sh [BENCH_EXE] [WORKLOADS]
 #   BENCH_EXE  the d2r_bench executable (default build/bench/d2r_bench)
-#   WORKLOADS  space-separated workload numbers (default "1 2 3 4 5")
+#   WORKLOADS  space-separated workload numbers (default "1 2 3 4 5 8")
 # Needs valgrind (apt-get install valgrind).  Slow: memcheck runs the
 # program some 20-50 times slower.
 set -euo pipefail
 
 exe=${1:-build/bench/d2r_bench}
-workloads=${2:-1 2 3 4 5}
+workloads=${2:-1 2 3 4 5 8}
 
 if ! command -v valgrind >/dev/null; then
   echo "alloc_count: valgrind not found (apt-get install valgrind)" >&2
@@ -22,7 +22,7 @@ fi
 # Steps per run for each workload: small ones need more to average out.
 steps_for() {
   case $1 in
-    1) echo "5 15" ;;
+    1 | 8) echo "5 15" ;;
     2) echo "100 300" ;;
     *) echo "2 4" ;;
   esac
