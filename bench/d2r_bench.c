@@ -88,18 +88,18 @@ static void usage(FILE *f) {
     "                        --child, run N steps untimed and exit\n"
     "  -v, --verbose         print every child's raw result line\n"
     "Workloads: 0 baseline (the process alone: its peak memory), 1\n"
-    "tabular epoch (d2r: class counts, as scripts/uci_classification.lua;\n"
-    "PyTorch: G categorical samples a row), 2 toy Gaussian, 3 dynamics,\n"
-    "4 large dynamics, 5\n"
+    "tabular epoch (d2r: class counts, as\n"
+    "scripts/uci_classification.lua; PyTorch: G categorical samples a\n"
+    "row), 2 toy Gaussian, 3 dynamics, 4 large dynamics, 5\n"
     "implicit-differentiation outer step (toy, U = u I), 6 sweep of 100\n"
     "toy runs, end to end in a fresh process (d2r: bench/toy_sweep.lua,\n"
     "one sweep worker per thread, the runner's default chunk \"auto\";\n"
     "PyTorch: bench/torch/toy_sweep.py), 7 the same sweep with a d2r\n"
-    "worker process per run, --chunk 1 (PyTorch: the same script); 6\n"
-    "and 7 run 1 warm-up sweep and\n"
-    "min(--runs, 3) timed ones; 8 the tabular epoch with d2r drawing G\n"
-    "samples a row too (PyTorch: the same as 1).  -v also\n"
-    "shows each child's note (5: u, its hypergradient, the CG residual).\n");
+    "worker process per run, --chunk 1 (PyTorch: the same script), 8\n"
+    "the tabular epoch with d2r drawing G samples a row too (PyTorch:\n"
+    "the same as 1); 6 and 7 run 1 warm-up sweep and min(--runs, 3)\n"
+    "timed ones.  -v also shows each child's note (5: u, its\n"
+    "hypergradient, the CG residual).\n");
 }
 
 static int parse_list(const char *s, int *out, int cap) {
