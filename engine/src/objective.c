@@ -12,7 +12,6 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "tensor_impl.h"
 
@@ -178,19 +177,19 @@ static d2r_tensor *onehot_quad(d2r_scope *s, d2r_tensor *U, int kind,
 }
 
 static bool check_onehot_shapes(const d2r_tensor *samples,
-                                const d2r_tensor *labels, int64_t classes)
+                                const d2r_tensor *labels, int64_t classes,
+                                const char *fn)
 {
   char b1[64], b2[64];
   if (classes < 1) {
-    d2r_fail("onehot_reward: classes must be >= 1, got %lld",
-             (long long)classes);
+    d2r_fail("%s: classes must be >= 1, got %lld", fn, (long long)classes);
     return false;
   }
   if (d2r_ndim(samples) == 2 && d2r_ndim(labels) == 1 &&
       d2r_dim(samples, 0) == d2r_dim(labels, 0))
     return true;
-  d2r_fail("onehot_reward: samples must be [B, G] and labels [B], got %s "
-           "and %s", d2r_shape_str(samples, b1, sizeof b1),
+  d2r_fail("%s: samples must be [B, G] and labels [B], got %s and %s", fn,
+           d2r_shape_str(samples, b1, sizeof b1),
            d2r_shape_str(labels, b2, sizeof b2));
   return false;
 }
@@ -199,15 +198,16 @@ static bool check_onehot_shapes(const d2r_tensor *samples,
  * same arithmetic as onehot_quad, without its chain of temporaries. */
 static d2r_tensor *onehot_values(const d2r_tensor *samples,
                                  const d2r_tensor *labels, int64_t classes,
-                                 d2r_tensor *U, int kind)
+                                 d2r_tensor *U, int kind, const char *fn)
 {
   int64_t b = d2r_dim(samples, 0), draws = d2r_dim(samples, 1);
   d2r_tensor *sc = d2r_contiguous((d2r_tensor *)samples);
   d2r_tensor *lc = sc ? d2r_contiguous((d2r_tensor *)labels) : NULL;
   d2r_tensor *uc = lc ? d2r_contiguous(U) : NULL;
   d2r_tensor *out = uc ? d2r_empty(2, d2r_shape(samples)) : NULL;
-  const char *smsg = "onehot_reward: samples: class index";
-  const char *lmsg = "onehot_reward: labels: class index";
+  char smsg[96], lmsg[96];
+  snprintf(smsg, sizeof smsg, "%s: samples: class index", fn);
+  snprintf(lmsg, sizeof lmsg, "%s: labels: class index", fn);
   bool ok = out &&
             d2r_check_index_values(d2r_data(sc), b * draws, classes,
                                    smsg) == 0 &&
@@ -238,22 +238,23 @@ static d2r_tensor *onehot_values(const d2r_tensor *samples,
     d2r_release(out);
     return NULL;
   }
-  return d2r_watch(out, "onehot_reward", 1, &U);
+  return d2r_watch(out, fn, 1, &U);
 }
 
-d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
-                              const d2r_tensor *labels, int64_t classes,
-                              d2r_tensor *U)
+/* d2r_onehot_reward, reporting failures as fn's. */
+static d2r_tensor *onehot_reward_as(const d2r_tensor *samples,
+                                    const d2r_tensor *labels,
+                                    int64_t classes, d2r_tensor *U,
+                                    const char *fn)
 {
-  const char *fn = "onehot_reward";
   if (!samples || !labels || !U ||
-      !check_onehot_shapes(samples, labels, classes))
+      !check_onehot_shapes(samples, labels, classes, fn))
     return NULL;
   int kind = u_kind(U, classes, fn);
   if (kind < 0)
     return NULL;
   if (!(d2r_grad_enabled() && d2r_requires_grad(U)))
-    return onehot_values(samples, labels, classes, U, kind);
+    return onehot_values(samples, labels, classes, U, kind, fn);
   d2r_scope s = D2R_SCOPE_INIT;
   d2r_tensor *smp = d2r_keep(&s, d2r_class_indices_for(samples, classes,
                                                        fn, "samples"));
@@ -266,6 +267,13 @@ d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
   d2r_tensor *out = d2r_neg(q);
   d2r_scope_end(&s);
   return out;
+}
+
+d2r_tensor *d2r_onehot_reward(const d2r_tensor *samples,
+                              const d2r_tensor *labels, int64_t classes,
+                              d2r_tensor *U)
+{
+  return onehot_reward_as(samples, labels, classes, U, "onehot_reward");
 }
 
 d2r_tensor *d2r_onehot_reward_classes(const d2r_tensor *labels,
@@ -288,17 +296,9 @@ d2r_tensor *d2r_onehot_reward_classes(const d2r_tensor *labels,
   for (int64_t i = 0; i < shape[0]; i++)
     for (int64_t k = 0; k < classes; k++)
       v[i * classes + k] = (double)k;
-  d2r_tensor *out = d2r_onehot_reward(grid, labels, classes, U);
+  d2r_tensor *out = onehot_reward_as(grid, labels, classes, U,
+                                     "onehot_reward_classes");
   d2r_release(grid);
-  if (!out) {
-    /* The message under this function's name, not the one it calls. */
-    const char *inner = "onehot_reward: ";
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", d2r_error());
-    bool prefixed = strncmp(msg, inner, strlen(inner)) == 0;
-    d2r_fail("onehot_reward_classes: %s", msg + (prefixed ? strlen(inner)
-                                                         : 0));
-  }
   return out;
 }
 
