@@ -91,6 +91,28 @@ static double row_lse(const double *x, int64_t c)
   return m + log(sum);
 }
 
+/* The arguments of the two samplers: logits [B, C], all finite, a
+ * generator and 1 <= draws <= most.  Checked before any draw, so a
+ * failure leaves the generator where it was. */
+static bool draw_args_ok(const char *fn, d2r_rng *rng, d2r_tensor *logits,
+                         int64_t draws, int64_t most)
+{
+  if (!logits || !check_logits(logits, fn))
+    return false;
+  if (!rng)
+    d2r_fail("%s: no random generator", fn);
+  else if (draws < 1)
+    d2r_fail("%s: draws must be >= 1, got %lld", fn, (long long)draws);
+  else if (draws > most)
+    d2r_fail("%s: draws must be at most %lld, got %lld", fn,
+             (long long)most, (long long)draws);
+  else if (d2r_count_nonfinite(logits) > 0)
+    d2r_fail("%s: logits hold non-finite values", fn);
+  else
+    return true;
+  return false;
+}
+
 d2r_tensor *d2r_categorical_probs(d2r_tensor *logits)
 {
   if (!logits || !check_logits(logits, "categorical_probs"))
@@ -106,19 +128,10 @@ d2r_tensor *d2r_categorical_sample(d2r_rng *rng, d2r_tensor *logits,
                                    int64_t draws)
 {
   const char *fn = "categorical_sample";
-  if (!logits || !check_logits(logits, fn))
+  if (!draw_args_ok(fn, rng, logits, draws, INT64_MAX))
     return NULL;
-  if (!rng)
-    return d2r_fail("%s: no random generator", fn);
-  if (draws < 1)
-    return d2r_fail("%s: draws must be >= 1, got %lld", fn,
-                    (long long)draws);
   int64_t b = logits->shape[0], c = logits->shape[1];
   int64_t shape[2] = {b, draws};
-  /* Checked before the first draw, so a failure leaves the generator
-   * where it was. */
-  if (d2r_count_nonfinite(logits) > 0)
-    return d2r_fail("%s: logits hold non-finite values", fn);
   d2r_tensor *lc = d2r_contiguous(logits);
   d2r_tensor *out = lc ? d2r_new(2, shape) : NULL;
   double small[SMALL_DIMS];
@@ -150,15 +163,8 @@ d2r_tensor *d2r_categorical_counts(d2r_rng *rng, d2r_tensor *logits,
                                    int64_t draws)
 {
   const char *fn = "categorical_counts";
-  if (!logits || !check_logits(logits, fn))
+  if (!draw_args_ok(fn, rng, logits, draws, D2R_MULTINOMIAL_MAX_DRAWS))
     return NULL;
-  if (!rng)
-    return d2r_fail("%s: no random generator", fn);
-  if (draws < 1 || draws > D2R_MULTINOMIAL_MAX_DRAWS)
-    return d2r_fail("%s: draws must be in [1, %lld], got %lld", fn,
-                    (long long)D2R_MULTINOMIAL_MAX_DRAWS, (long long)draws);
-  if (d2r_count_nonfinite(logits) > 0)
-    return d2r_fail("%s: logits hold non-finite values", fn);
   int64_t b = logits->shape[0], c = logits->shape[1];
   d2r_tensor *lc = d2r_contiguous(logits);
   d2r_tensor *out = lc ? d2r_new(2, logits->shape) : NULL;
