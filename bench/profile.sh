@@ -5,10 +5,11 @@
 # the functions by self time, then by inclusive time (DWARF call graphs).
 #
 # usage: bench/profile.sh W [STEPS] [BENCH_EXE]
-#   W          workload number (1-5; workload 6 runs in processes of
-#              its own, profile `d2r bench/toy_sweep.lua --workers 0`)
-#   STEPS      steps to run (default: 5000 for 1-2, 300 for 5, 20 for
-#              3-4)
+#   W          workload number (1-5 or 8; workloads 6 and 7 run in
+#              processes of their own, profile `d2r bench/toy_sweep.lua
+#              --workers 0`)
+#   STEPS      steps to run (default: 5000 for 1, 2 and 8, 300 for 5,
+#              20 for 3-4)
 #   BENCH_EXE  default build/bench/d2r_bench
 # Needs perf (apt-get install linux-perf).  Build with debug information
 # (RelWithDebInfo, the default) for readable call graphs.
@@ -16,7 +17,7 @@ set -euo pipefail
 
 w=${1:?usage: bench/profile.sh W [STEPS] [BENCH_EXE]}
 case $w in
-  1 | 2) steps=${2:-5000} ;;
+  1 | 2 | 8) steps=${2:-5000} ;;
   5) steps=${2:-300} ;;
   *) steps=${2:-20} ;;
 esac
