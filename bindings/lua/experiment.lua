@@ -115,16 +115,6 @@ end
 
 -- ---- files --------------------------------------------------------------
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
--- Creates a directory and its parents; an existing one is fine.
-function d2r.mkdir(path)
-  local ok = os.execute("mkdir -p " .. shell_quote(path))
-  if not ok then error(("cannot create directory '%s'"):format(path), 2) end
-end
-
 local function csv_cell(v)
   if type(v) == "number" then
     if v == floor(v) and math.abs(v) < 2^53 then

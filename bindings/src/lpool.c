@@ -4,7 +4,8 @@
  * messages into a pipe; the parent reads the pipe without blocking,
  * waits on several children at once with poll, and learns how each one
  * ended (exit status or signal).  Also a few system facts the runner
- * needs: the number of cores, whether a stream is a terminal, clocks.
+ * needs: the number of cores, whether a stream is a terminal, clocks;
+ * and d2r.mkdir, which makes a results directory without a shell.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -347,6 +349,50 @@ static int f_hostname(lua_State *L) {
   return 1;
 }
 
+/* ---- directories ---------------------------------------------------- */
+
+/* Makes the directory path[0..n) unless it exists as a directory; 0 or an
+ * errno value. */
+static int make_one(char *path, size_t n) {
+  struct stat sb;
+  char saved = path[n];
+  int err = 0;
+  path[n] = '\0';
+  /* Whatever mkdir says (EEXIST, or EACCES and EROFS on some systems), a
+   * directory that is there is what was asked for. */
+  if (mkdir(path, 0777) != 0) {
+    err = errno;
+    if (stat(path, &sb) == 0)
+      err = S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
+  }
+  path[n] = saved;
+  return err;
+}
+
+/* d2r.mkdir(path): makes a directory and its missing parents, as mkdir -p
+ * does; an existing directory is fine.  A system call per component
+ * instead of a shell and a mkdir process: sweeps call it at start-up. */
+static int f_mkdir(lua_State *L) {
+  size_t len;
+  const char *arg = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, len > 0, 1, "empty path");
+  luaL_argcheck(L, strlen(arg) == len, 1, "the path holds a NUL byte");
+  luaL_Buffer b;
+  char *path = luaL_buffinitsize(L, &b, len + 1);
+  memcpy(path, arg, len + 1);
+  int err = 0;
+  for (size_t i = 1; i <= len && err == 0; i++) {
+    /* Each prefix that ends a component, the whole path last. */
+    if (i < len && !(path[i] == '/' && path[i - 1] != '/'))
+      continue;
+    err = make_one(path, i);
+  }
+  if (err != 0)
+    return luaL_error(L, "mkdir: cannot create directory '%s': %s", arg,
+                      strerror(err));
+  return 0;
+}
+
 static const luaL_Reg proc_methods[] = {
   {"read", p_read}, {"wait", p_wait}, {"kill", p_kill}, {"pid", p_pid},
   {"close", p_gc},
@@ -360,7 +406,8 @@ static const luaL_Reg funcs[] = {
   {NULL, NULL}
 };
 
-/* With the module table at the top: registers d2r.Process and d2r.proc. */
+/* With the module table at the top: registers d2r.Process, d2r.proc and
+ * d2r.mkdir. */
 int ld2r_open_pool(lua_State *L) {
   luaL_newmetatable(L, LD2R_PROC);
   luaL_newlib(L, proc_methods);
@@ -374,5 +421,7 @@ int ld2r_open_pool(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "proc");
+  lua_pushcfunction(L, f_mkdir);
+  lua_setfield(L, -2, "mkdir");
   return 0;
 }

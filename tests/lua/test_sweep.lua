@@ -10,6 +10,26 @@ os.remove(tmp)
 tmp = tmp .. ".d2r-sweep"
 d2r.mkdir(tmp)
 
+-- ---- d2r.mkdir ---------------------------------------------------------------
+
+-- Parents are made, doubled and trailing slashes are fine, an existing
+-- directory is not an error; a file in the way, an empty path or a NUL
+-- byte are, by name.
+d2r.mkdir(tmp .. "/mk/a//b/")
+d2r.mkdir(tmp .. "/mk/a/b")
+d2r.mkdir("/")
+local blocker = tmp .. "/mk/a/b/file"
+assert(io.open(blocker, "w")):close()
+check.ok(io.open(tmp .. "/mk/a/b/file", "r") ~= nil, "mkdir made the parents")
+check.raises("cannot create directory '.*/file/c': Not a directory",
+             d2r.mkdir, blocker .. "/c")
+check.raises("cannot create directory '.*/file': Not a directory",
+             d2r.mkdir, blocker)
+check.raises("empty path", d2r.mkdir, "")
+check.raises("NUL byte", d2r.mkdir, "a\0b")
+check.raises("string expected", d2r.mkdir, {})
+os.remove(blocker)
+
 -- ---- encoding and seeds --------------------------------------------------
 
 check.eq(sweep.hash(""), 0xcbf29ce484222325, "fnv1a of ''")
