@@ -865,19 +865,25 @@ end
 
 -- ---- executing runs --------------------------------------------------------
 
+-- The commit checked out where the sweep runs, with "-dirty" when tracked
+-- files differ from it; nil outside a repository.  One git process: its
+-- status in porcelain v2 names the commit on a header line and lists
+-- changed tracked files on the others.
 local function git_revision()
-  local f = io.popen("git rev-parse HEAD 2>/dev/null")
+  local f = io.popen("git status --porcelain=v2 --branch "
+                     .. "--untracked-files=no 2>/dev/null")
   if not f then return nil end
-  local rev = f:read("l")
-  f:close()
-  if not rev or not rev:match("^%x+$") then return nil end
-  local g = io.popen("git status --porcelain --untracked-files=no "
-                     .. "2>/dev/null")
-  if g then
-    local dirty = g:read("l")
-    g:close()
-    if dirty and dirty ~= "" then rev = rev .. "-dirty" end
+  local rev, dirty = nil, false
+  for line in f:lines() do
+    local oid = line:match("^# branch%.oid (%x+)$")
+    if oid then
+      rev = oid
+    elseif line:sub(1, 1) ~= "#" then
+      dirty = true
+    end
   end
+  f:close()
+  if rev and dirty then rev = rev .. "-dirty" end
   return rev
 end
 
