@@ -19,17 +19,22 @@
  * data and graph behind it, so on its own it lets a training loop's dead
  * graphs pile up.  Before each new tensor, the engine's live bytes are
  * compared with a threshold, and past it a full collection runs; the
- * threshold is then twice what survived (at least 4 MiB), the rule
- * Lua's own collector uses for its pause.  The floor was 64 MiB: small
- * models then piled up 64 MiB of dead graphs between collections, and
- * with 4 MiB the toy sweep ran in 0.30 s instead of 0.44 s and the
- * classification experiment (then drawing samples one by one) in 7.2 s
- * instead of 8.6 s, at half the memory (same results).  Measured since:
- * 1 MiB makes a toy update 6% faster but the classification and moment
- * matching experiments slower; 8 and 16 MiB are slower everywhere.
- * Engine memory is per thread, and so is this threshold.
+ * threshold is then twice what survived (at least GC_FLOOR), the rule
+ * Lua's own collector uses for its pause.
+ *
+ * The floor trades the fixed cost of a collection (marking the whole Lua
+ * heap, 50-100 us) against where the dead graphs are freed: past the
+ * processor's caches, freeing them and reusing their blocks misses.  A
+ * toy PG update leaves 23 KB of graph; with 1 MiB (45 updates between
+ * collections) it took 27.2 us against 29.3 with 4 MiB, and the toy
+ * sweep of bench/toy_sweep.lua 344 ms against 370 (medians of 7 and 5
+ * interleaved runs).  256 KiB collects too often (28.9 us).  The
+ * classification and moment matching experiments ran as fast with 1 MiB
+ * as with 4 (4.1 s and 0.39 s).  An earlier floor of 64 MiB piled up
+ * 64 MiB of dead graphs between collections, twice the memory, and
+ * slower.  Engine memory is per thread, and so is this threshold.
  */
-#define GC_FLOOR ((size_t)4 << 20)
+#define GC_FLOOR ((size_t)1 << 20)
 static _Thread_local size_t gc_threshold = GC_FLOOR;
 
 static void gc_pressure(lua_State *L) {
