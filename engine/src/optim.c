@@ -372,7 +372,10 @@ d2r_tensor *d2r_optim_state_flat(const d2r_optim *o) {
   double *dst = d2r_data(s);
   for (int i = 0; i < o->n; i++) *dst++ = (double)o->steps[i];
   for (int j = 0; j < o->n * o->nbuf; j++) {
+    /* d2r_numel is -1 only for a NULL tensor, which a buffer never is;
+     * the test says so to the compiler too. */
     int64_t k = d2r_numel(o->bufs[j]);
+    if (k <= 0) continue;
     memcpy(dst, d2r_data(o->bufs[j]), (size_t)k * sizeof *dst);
     dst += k;
   }
@@ -404,6 +407,7 @@ int d2r_optim_set_state_flat(d2r_optim *o, d2r_tensor *state) {
   for (int i = 0; i < o->n; i++) o->steps[i] = (int64_t)*src++;
   for (int j = 0; j < o->n * o->nbuf; j++) {
     int64_t k = d2r_numel(o->bufs[j]);
+    if (k <= 0) continue;
     memcpy(d2r_data(o->bufs[j]), src, (size_t)k * sizeof *src);
     src += k;
   }
