@@ -26,17 +26,31 @@ static const lua_CFunction parts[] = {
   NULL
 };
 
+/* Loads embedded chunk i: its bytecode, compiled when d2r was built
+ * (no parsing, most of a d2r process's start), or its text where the
+ * running Lua core refuses that bytecode (another build of 5.4 with
+ * other number sizes, say). */
+static void load_chunk(lua_State *L, int i) {
+  const char *name = lua_pushfstring(L, "@d2r/%s.lua",
+                                     d2r_lua_chunks[i].name);
+  if (luaL_loadbufferx(L, (const char *)d2r_lua_chunks[i].code,
+                       d2r_lua_chunks[i].ncode, name, "b") == LUA_OK) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  if (luaL_loadbufferx(L, (const char *)d2r_lua_chunks[i].text,
+                       d2r_lua_chunks[i].ntext, name, "t") != LUA_OK)
+    lua_error(L);
+  lua_remove(L, -2);
+}
+
 /* Runs each embedded chunk with the module table (at the top) and the
  * reference text as `...`. */
 static void run_chunks(lua_State *L) {
   int i;
   for (i = 0; d2r_lua_chunks[i].name != NULL; i++) {
-    const char *code = d2r_lua_chunks[i].code;
-    const char *name = lua_pushfstring(L, "@d2r/%s.lua",
-                                       d2r_lua_chunks[i].name);
-    if (luaL_loadbufferx(L, code, strlen(code), name, "t") != LUA_OK)
-      lua_error(L);
-    lua_remove(L, -2);
+    load_chunk(L, i);
     lua_pushvalue(L, -2);
     lua_pushlstring(L, d2r_reference, sizeof d2r_reference - 1);
     lua_call(L, 2, 0);
