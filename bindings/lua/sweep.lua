@@ -597,13 +597,17 @@ end
 
 -- What a forked worker runs: its runs one after the other, each
 -- announced, with its metrics and its outcome sent to the parent as
--- messages.
-local function worker_main(send, self, runs)
+-- messages.  Given a budget (seconds), it stops after the run that
+-- uses it up, and the parent gives the runs it did not start to
+-- another worker.
+local function worker_main(send, self, runs, budget)
   local function emit(rows) send(serialise{k = "m", rows = rows}) end
+  local t0 = d2r.proc.clock()
   for i, run in ipairs(runs) do
     send(serialise{k = "start", i = i})
     local ok, err = call_run(self, run, emit, self.start_state)
     send(serialise(ok and {k = "ok"} or {k = "err", msg = err}))
+    if budget and d2r.proc.clock() - t0 >= budget then return end
   end
 end
 
@@ -939,8 +943,8 @@ local function outcome(a, desc)
   return "failed", ("worker %s before finishing the run"):format(desc)
 end
 
--- The work a worker process is given when runs share processes
--- (chunk "auto"), in seconds.
+-- The work after which a worker stops taking runs from its list when
+-- runs share processes (chunk "auto"), in seconds.
 local AUTO_CHUNK_SECONDS = 0.25
 
 -- Runs the list todo through sink, with workers forked processes (or
@@ -978,27 +982,22 @@ local function execute(self, todo, sink, env, workers)
   local queue, head = {}, 1
   for i, run in ipairs(todo) do queue[i] = run end
   local active = {}
-  local finished_runs, finished_seconds = 0, 0
-  -- Runs for the next worker process.  "auto": one until a run has
-  -- finished; then enough runs, at the mean time of those finished, for
-  -- AUTO_CHUNK_SECONDS of work, and at most an even share of what is
-  -- left (so the workers end together).  Runs longer than that keep a
-  -- process each; a process costs about 2 ms (fork, exit, fresh pages),
-  -- which only matters beside runs of milliseconds.
-  local function chunk_size()
+  -- Runs for the next worker process, with `free` places for workers
+  -- this one included.  "auto": an even share of what is left among
+  -- those places (so the workers end together), of which the worker runs
+  -- as many as fit in AUTO_CHUNK_SECONDS of work (at least one), handing
+  -- the others back.  Runs longer than that keep a process each; shorter
+  -- ones share one instead of paying a process each (a fork and an
+  -- exit, and a first run slowed by fresh pages: 2-5 ms).
+  local function chunk_size(free)
     if env.chunk ~= "auto" then return env.chunk end
-    if finished_runs == 0 then return 1 end
-    local mean = finished_seconds / finished_runs
-    local by_time = mean > 0 and floor(AUTO_CHUNK_SECONDS / mean) or huge
-    local share = (#queue - head + 1 + workers - 1) // workers
-    return math.max(1, math.min(by_time, share))
+    return math.max(1, (#queue - head + 1 + free - 1) // free)
   end
+  local budget = env.chunk == "auto" and AUTO_CHUNK_SECONDS or nil
   local function finish(a, status, err)
     local now = d2r.proc.time()
     local fin = {status = status, error = err, finished = now,
                  seconds = now - a.info.started}
-    finished_runs = finished_runs + 1
-    finished_seconds = finished_seconds + fin.seconds
     local run = a.run
     a.run, a.result, a.err = nil, nil, nil
     sink.finish(run, fin)
@@ -1018,12 +1017,12 @@ local function execute(self, todo, sink, env, workers)
   local function loop()
     while head <= #queue or #active > 0 do
       while #active < workers and head <= #queue do
-        local batch, chunk = {}, chunk_size()
+        local batch, chunk = {}, chunk_size(workers - #active)
         while #batch < chunk and head <= #queue do
           batch[#batch + 1] = queue[head]
           head = head + 1
         end
-        local p = d2r.proc.spawn(worker_main, self, batch)
+        local p = d2r.proc.spawn(worker_main, self, batch, budget)
         active[#active + 1] = {proc = p, batch = batch, pos = 0,
                                pid = tostring(p:pid()), buf = "",
                                c0 = d2r.proc.clock()}
