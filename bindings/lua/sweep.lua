@@ -944,8 +944,11 @@ local function outcome(a, desc)
 end
 
 -- The work after which a worker stops taking runs from its list when
--- runs share processes (chunk "auto"), in seconds.
-local AUTO_CHUNK_SECONDS = 0.25
+-- runs share processes (chunk "auto"), in seconds.  A new worker costs
+-- the sweep about 10 ms (fork, exit, a first run slowed by fresh pages
+-- and cold caches): the toy sweep of bench/toy_sweep.lua (100 runs of
+-- 2.7 ms) took 311 ms with 0.25 s (two workers) and 301 with 1 s (one).
+local AUTO_CHUNK_SECONDS = 1
 
 -- Runs the list todo through sink, with workers forked processes (or
 -- in this process when workers is 0).  env: revision, host, timeout,
@@ -987,8 +990,7 @@ local function execute(self, todo, sink, env, workers)
   -- those places (so the workers end together), of which the worker runs
   -- as many as fit in AUTO_CHUNK_SECONDS of work (at least one), handing
   -- the others back.  Runs longer than that keep a process each; shorter
-  -- ones share one instead of paying a process each (a fork and an
-  -- exit, and a first run slowed by fresh pages: 2-5 ms).
+  -- ones share one instead of paying a process each.
   local function chunk_size(free)
     if env.chunk ~= "auto" then return env.chunk end
     return math.max(1, (#queue - head + 1 + free - 1) // free)
