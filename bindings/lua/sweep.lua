@@ -872,23 +872,29 @@ end
 -- The commit checked out where the sweep runs, with "-dirty" when tracked
 -- files differ from it; nil outside a repository.  One git process: its
 -- status in porcelain v2 names the commit on a header line and lists
--- changed tracked files on the others.
+-- changed tracked files on the others.  git starts at once and is read
+-- when the revision is first asked for (the returned function), so the
+-- first worker starts meanwhile instead of after git's few milliseconds.
 local function git_revision()
   local f = io.popen("git status --porcelain=v2 --branch "
                      .. "--untracked-files=no 2>/dev/null")
-  if not f then return nil end
-  local rev, dirty = nil, false
-  for line in f:lines() do
-    local oid = line:match("^# branch%.oid (%x+)$")
-    if oid then
-      rev = oid
-    elseif line:sub(1, 1) ~= "#" then
-      dirty = true
+  local rev, read = nil, f == nil
+  return function()
+    if read then return rev end
+    read = true
+    local dirty = false
+    for line in f:lines() do
+      local oid = line:match("^# branch%.oid (%x+)$")
+      if oid then
+        rev = oid
+      elseif line:sub(1, 1) ~= "#" then
+        dirty = true
+      end
     end
+    f:close()
+    if rev and dirty then rev = rev .. "-dirty" end
+    return rev
   end
-  f:close()
-  if rev and dirty then rev = rev .. "-dirty" end
-  return rev
 end
 
 -- Reads what a worker sent and handles its complete messages in order:
@@ -951,14 +957,15 @@ end
 local AUTO_CHUNK_SECONDS = 1
 
 -- Runs the list todo through sink, with workers forked processes (or
--- in this process when workers is 0).  env: revision, host, timeout,
--- tick (seconds between checks), hook (called every tick), progress.
+-- in this process when workers is 0).  env: revision (a function),
+-- host, timeout, tick (seconds between checks), hook (called every
+-- tick), progress.
 local function execute(self, todo, sink, env, workers)
   local prog, host = env.progress, env.host
   self.start_state = engine_state()
   local function info_start(worker)
     return {started = d2r.proc.time(), host = host, worker = worker,
-            revision = env.revision}
+            revision = env.revision()}
   end
   if workers == 0 then
     for _, run in ipairs(todo) do
@@ -1140,7 +1147,8 @@ local function environment(self, opts, progress)
           .. "worker process)", 0)
   end
   return {
-    revision = opts.revision or git_revision(),
+    revision = opts.revision and function() return opts.revision end
+               or git_revision(),
     host = d2r.proc.hostname(), timeout = opts.timeout,
     tick = 0.25, progress = progress, chunk = chunk,
   }
@@ -1294,9 +1302,10 @@ end
 -- returns {store, total, skipped, todo, done, failed}.  Options (also
 -- accepted in the declaration): workers (default: one per core; 0 runs
 -- in this process), timeout (seconds per run), retry_failed, progress
--- ("auto", "bar", "lines", "none"), revision (default: git rev-parse
--- HEAD), shard = {index, count}, shared_store (Slurm shards write to the
--- one store instead of one each), mpi (false: ignore an MPI launch).
+-- ("auto", "bar", "lines", "none"), revision (default: the git commit,
+-- "-dirty" if changed), shard = {index, count}, shared_store (Slurm
+-- shards write to the one store instead of one each), mpi (false:
+-- ignore an MPI launch).
 function Sweep:run(opts)
   opts = run_options(self, opts)
   if opts.shard then
