@@ -636,6 +636,17 @@ double d2r_sum_lanes(const double *x, int64_t n) {
  * sum over the batch of a [B, k] gradient streams through it once, each
  * output position seeing its values in the order j = 0, 1, ...  A sum
  * along the last axis runs in eight lanes instead. */
+/* o[c] = sum_j x[j * inner + c], each in order j = 0, 1, ...: row by row,
+ * so the loop over c vectorises (o is a new tensor, never x). */
+static void sum_rows(const double *restrict x, int64_t n, int64_t inner,
+                     double *restrict o) {
+  for (int64_t c = 0; c < inner; c++) o[c] = 0;
+  for (int64_t j = 0; j < n; j++) {
+    const double *restrict row = x + j * inner;
+    for (int64_t c = 0; c < inner; c++) o[c] += row[c];
+  }
+}
+
 static void reduce_kernel(rkind kind, const double *x, int64_t outer,
                           int64_t n, int64_t inner, double *o) {
   for (int64_t a = 0; a < outer; a++) {
@@ -646,11 +657,7 @@ static void reduce_kernel(rkind kind, const double *x, int64_t outer,
       continue;
     }
     if (kind == R_SUM) {
-      for (int64_t c = 0; c < inner; c++) oa[c] = 0;
-      for (int64_t j = 0; j < n; j++) {
-        const double *row = xa + j * inner;
-        for (int64_t c = 0; c < inner; c++) oa[c] += row[c];
-      }
+      sum_rows(xa, n, inner, oa);
       continue;
     }
     for (int64_t c = 0; c < inner; c++) {
@@ -927,11 +934,27 @@ static bool blas_layout(const int64_t *shape, const int64_t *stride,
   return false;
 }
 
+static d2r_tensor *matmul_raw(d2r_tensor *a, bool ta, d2r_tensor *b,
+                              bool tb, d2r_tensor *bias);
+
 static int bw_matmul(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
   d2r_tensor *a = n->in[0], *b = n->in[1];
   int la = a->ndim - 1, lb = b->ndim - 1;
-  d2r_scope s = D2R_SCOPE_INIT;
   int rc = 0;
+  if (!d2r_grad_enabled()) {
+    /* Off the graph: the same products, BLAS reading a and b
+     * transposed in place instead of through transposed views. */
+    if (d2r_needs_grad(a)) {
+      gin[0] = matmul_raw(g, false, b, true, NULL);
+      rc = gin[0] ? 0 : -1;
+    }
+    if (rc == 0 && d2r_needs_grad(b)) {
+      gin[1] = matmul_raw(a, true, g, false, NULL);
+      rc = gin[1] ? 0 : -1;
+    }
+    return rc;
+  }
+  d2r_scope s = D2R_SCOPE_INIT;
   if (d2r_needs_grad(a)) {
     gin[0] = d2r_matmul(g, KEEP(d2r_transpose(b, lb - 1, lb)));
     rc = gin[0] ? 0 : -1;
@@ -944,14 +967,47 @@ static int bw_matmul(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
   return rc;
 }
 
-/* [batch, m, k] x [batch, k, n] (batch may be absent on both), plus the
- * row vector bias [n] when given (2-d only): the output starts as copies
- * of the bias and dgemm adds the product to it, one pass fewer than a
- * product and a broadcast sum. */
-static d2r_tensor *matmul_raw(d2r_tensor *a, d2r_tensor *b,
-                              d2r_tensor *bias) {
+/* The last two dimensions of t as a product reads them: swapped when tr
+ * (the transpose of t, without making the view). */
+static void operand_dims(const d2r_tensor *t, bool tr, int64_t *shape,
+                         int64_t *stride) {
+  int nd = t->ndim;
+  shape[0] = t->shape[nd - 2 + tr], shape[1] = t->shape[nd - 1 - tr];
+  stride[0] = t->stride[nd - 2 + tr], stride[1] = t->stride[nd - 1 - tr];
+}
+
+/* t's operand for BLAS (its transpose when tr): t itself when BLAS can
+ * read it as it lies, else a contiguous copy; a new reference, with its
+ * layout in *op and *ld, or NULL. */
+static d2r_tensor *blas_operand(d2r_tensor *t, bool tr, CBLAS_TRANSPOSE *op,
+                                int64_t *ld) {
+  int64_t sh[2], st[2];
+  operand_dims(t, tr, sh, st);
+  if (blas_layout(sh, st, op, ld)) return d2r_retain(t);
+  d2r_tensor *v = tr ? d2r_transpose(t, t->ndim - 2, t->ndim - 1)
+                     : d2r_retain(t);
+  d2r_tensor *c = v ? d2r_new(v->ndim, v->shape) : NULL;
+  if (c && d2r_copy_(c, v) != 0) {
+    d2r_release(c);
+    c = NULL;
+  }
+  d2r_release(v);
+  *op = CblasNoTrans, *ld = sh[1];
+  return c;
+}
+
+/* [batch, m, k] x [batch, k, n] (batch may be absent on both), with a
+ * (b) read transposed when ta (tb), plus the row vector bias [n] when
+ * given (2-d only): the output starts as copies of the bias and dgemm
+ * adds the product to it, one pass fewer than a product and a broadcast
+ * sum. */
+static d2r_tensor *matmul_raw(d2r_tensor *a, bool ta, d2r_tensor *b,
+                              bool tb, d2r_tensor *bias) {
   int nd = a->ndim;
-  int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], nn = b->shape[nd - 1];
+  int64_t ash[2], ast[2], bsh[2], bst[2];
+  operand_dims(a, ta, ash, ast);
+  operand_dims(b, tb, bsh, bst);
+  int64_t m = ash[0], k = ash[1], nn = bsh[1];
   int64_t batch = nd == 3 ? a->shape[0] : 1;
   int64_t sh[3] = {batch, m, nn};
   /* dgemm with beta 0 overwrites the output, so it need not be zeroed
@@ -969,21 +1025,10 @@ static d2r_tensor *matmul_raw(d2r_tensor *a, d2r_tensor *b,
     beta = 1.0;
   }
   if (!out || empty) return out;
-  d2r_tensor *ca = d2r_retain(a), *cb = d2r_retain(b);
-  CBLAS_TRANSPOSE ta, tb;
+  CBLAS_TRANSPOSE opa, opb;
   int64_t lda, ldb;
-  if (!blas_layout(a->shape + nd - 2, a->stride + nd - 2, &ta, &lda)) {
-    d2r_release(ca);
-    ca = d2r_new(a->ndim, a->shape);
-    if (ca) d2r_copy_(ca, a);
-    ta = CblasNoTrans, lda = k;
-  }
-  if (!blas_layout(b->shape + nd - 2, b->stride + nd - 2, &tb, &ldb)) {
-    d2r_release(cb);
-    cb = d2r_new(b->ndim, b->shape);
-    if (cb) d2r_copy_(cb, b);
-    tb = CblasNoTrans, ldb = nn;
-  }
+  d2r_tensor *ca = blas_operand(a, ta, &opa, &lda);
+  d2r_tensor *cb = blas_operand(b, tb, &opb, &ldb);
   if (!ca || !cb) {
     d2r_release(ca), d2r_release(cb), d2r_release(out);
     return NULL;
@@ -993,7 +1038,7 @@ static d2r_tensor *matmul_raw(d2r_tensor *a, d2r_tensor *b,
                                                             : 0);
     const double *pb = cb->st->data + cb->offset + (nd == 3 ? i * cb->stride[0]
                                                             : 0);
-    cblas_dgemm(CblasRowMajor, ta, tb, (int)m, (int)nn, (int)k, 1.0, pa,
+    cblas_dgemm(CblasRowMajor, opa, opb, (int)m, (int)nn, (int)k, 1.0, pa,
                 (int)lda, pb, (int)ldb, beta, out->st->data + i * m * nn,
                 (int)nn);
   }
@@ -1033,7 +1078,8 @@ d2r_tensor *d2r_matmul(d2r_tensor *a, d2r_tensor *b) {
       b->shape[b->ndim - 1] > INT32_MAX)
     return d2r_fail("matmul: a dimension exceeds BLAS's int range");
   d2r_tensor *in[2] = {a, b};
-  return d2r_record(d2r_watch(matmul_raw(a, b, NULL), "matmul", 2, in),
+  return d2r_record(d2r_watch(matmul_raw(a, false, b, false, NULL),
+                              "matmul", 2, in),
                     "matmul", bw_matmul, 2, in);
 }
 
@@ -1058,6 +1104,7 @@ d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias) {
       w->shape[1] > INT32_MAX)
     return d2r_fail("addmm: a dimension exceeds BLAS's int range");
   d2r_tensor *in[3] = {x, w, bias};
-  d2r_tensor *out = d2r_watch(matmul_raw(x, w, bias), "addmm", 3, in);
+  d2r_tensor *out = d2r_watch(matmul_raw(x, false, w, false, bias),
+                              "addmm", 3, in);
   return d2r_record(out, "addmm", bw_addmm, 3, in);
 }
