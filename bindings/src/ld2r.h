@@ -26,6 +26,9 @@
 /* Pushes a new, empty Tensor userdata and returns its slot: fill the slot
  * right away with the engine's result, then check it with ld2r_check. */
 d2r_tensor **ld2r_newtensor(lua_State *L);
+/* Runs a full collection when the engine holds more than the threshold
+ * of ltensor.c; called before making a userdata that holds tensors. */
+void ld2r_gc_pressure(lua_State *L);
 /* Raises "<fn>: <engine message>" (d2r_error(); fn is left out when the
  * message already starts with it). */
 int ld2r_fail(lua_State *L, const char *fn);

@@ -41,6 +41,7 @@ static d2r_policy *checkpolicy(lua_State *L, int arg) {
 
 /* A distribution also holds the generator of its policy (user value 1). */
 static d2r_pdist *newpdist(lua_State *L) {
+  ld2r_gc_pressure(L);
   d2r_pdist *d = lua_newuserdatauv(L, sizeof(*d), 1);
   *d = (d2r_pdist)D2R_PDIST_INIT;
   luaL_setmetatable(L, PDIST);

@@ -20,7 +20,8 @@
  * graphs pile up.  Before each new tensor, the engine's live bytes are
  * compared with a threshold, and past it a full collection runs; the
  * threshold is then twice what survived (at least GC_FLOOR), the rule
- * Lua's own collector uses for its pause.
+ * Lua's own collector uses for its pause.  Other userdata that hold a
+ * graph (a policy's distribution) check it too.
  *
  * The floor trades the fixed cost of a collection (marking the whole Lua
  * heap, 50-100 us) against where the dead graphs are freed: past the
@@ -37,7 +38,7 @@
 #define GC_FLOOR ((size_t)1 << 20)
 static _Thread_local size_t gc_threshold = GC_FLOOR;
 
-static void gc_pressure(lua_State *L) {
+void ld2r_gc_pressure(lua_State *L) {
   if (d2r_live_bytes() < gc_threshold)
     return;
   lua_gc(L, LUA_GCCOLLECT);
@@ -46,7 +47,7 @@ static void gc_pressure(lua_State *L) {
 }
 
 d2r_tensor **ld2r_newtensor(lua_State *L) {
-  gc_pressure(L);
+  ld2r_gc_pressure(L);
   d2r_tensor **slot = lua_newuserdatauv(L, sizeof(*slot), 0);
   *slot = NULL;
   luaL_setmetatable(L, LD2R_TENSOR);
