@@ -14,6 +14,7 @@ PACKAGES=(
   libopenblas-dev libgsl-dev
   libcriterion-dev
   gnuplot-nox
+  libmujoco-dev
   libsqlite3-dev libopenmpi-dev openmpi-bin
   tmux
   clang-14 libclang-rt-14-dev valgrind
