@@ -631,11 +631,6 @@ double d2r_sum_lanes(const double *x, int64_t n) {
   return acc;
 }
 
-/* Reduces contiguous x viewed as [outer, n, inner] along the middle.
- * Rows of x are read in memory order (the inner axis innermost), so a
- * sum over the batch of a [B, k] gradient streams through it once, each
- * output position seeing its values in the order j = 0, 1, ...  A sum
- * along the last axis runs in eight lanes instead. */
 /* o[c] = sum_j x[j * inner + c], each in order j = 0, 1, ...: row by row,
  * so the loop over c vectorises (o is a new tensor, never x). */
 static void sum_rows(const double *restrict x, int64_t n, int64_t inner,
@@ -647,6 +642,11 @@ static void sum_rows(const double *restrict x, int64_t n, int64_t inner,
   }
 }
 
+/* Reduces contiguous x viewed as [outer, n, inner] along the middle.
+ * Rows of x are read in memory order (the inner axis innermost), so a
+ * sum over the batch of a [B, k] gradient streams through it once, each
+ * output position seeing its values in the order j = 0, 1, ...  A sum
+ * along the last axis runs in eight lanes instead. */
 static void reduce_kernel(rkind kind, const double *x, int64_t outer,
                           int64_t n, int64_t inner, double *o) {
   for (int64_t a = 0; a < outer; a++) {
@@ -1004,9 +1004,9 @@ static d2r_tensor *blas_operand(d2r_tensor *t, bool tr, CBLAS_TRANSPOSE *op,
 static d2r_tensor *matmul_raw(d2r_tensor *a, bool ta, d2r_tensor *b,
                               bool tb, d2r_tensor *bias) {
   int nd = a->ndim;
-  int64_t ash[2], ast[2], bsh[2], bst[2];
-  operand_dims(a, ta, ash, ast);
-  operand_dims(b, tb, bsh, bst);
+  int64_t ash[2], bsh[2], stride[2];
+  operand_dims(a, ta, ash, stride);
+  operand_dims(b, tb, bsh, stride);
   int64_t m = ash[0], k = ash[1], nn = bsh[1];
   int64_t batch = nd == 3 ? a->shape[0] : 1;
   int64_t sh[3] = {batch, m, nn};
