@@ -5,8 +5,6 @@
  * the text of bindings/REFERENCE.md (the source of d2r.help) as
  * arguments.
  */
-#include <string.h>
-
 #include "lua.h"
 #include "lauxlib.h"
 

@@ -29,11 +29,13 @@
  * toy PG update leaves 23 KB of graph; with 1 MiB (45 updates between
  * collections) it took 27.2 us against 29.3 with 4 MiB, and the toy
  * sweep of bench/toy_sweep.lua 344 ms against 370 (medians of 7 and 5
- * interleaved runs).  256 KiB collects too often (28.9 us).  The
- * classification and moment matching experiments ran as fast with 1 MiB
- * as with 4 (4.1 s and 0.39 s).  An earlier floor of 64 MiB piled up
- * 64 MiB of dead graphs between collections, twice the memory, and
- * slower.  Engine memory is per thread, and so is this threshold.
+ * interleaved runs).  Smaller floors were no better: 256 KiB once
+ * collected too often (28.9 us), and later 256 and 512 KiB came within
+ * 2% of 1 MiB on the toy update and the sweep.  The classification and
+ * moment matching experiments ran as fast with 1 MiB as with 4 (4.1 s
+ * and 0.39 s).  An earlier floor of 64 MiB piled up 64 MiB of dead
+ * graphs between collections, twice the memory, and slower.  Engine
+ * memory is per thread, and so is this threshold.
  */
 #define GC_FLOOR ((size_t)1 << 20)
 static _Thread_local size_t gc_threshold = GC_FLOOR;
