@@ -413,7 +413,9 @@ KERNEL1(k_abs, fabs(x))
 KERNEL1(k_sign, (double)((x > 0) - (x < 0)))
 KERNEL1(k_tanh, tanh(x))
 KERNEL1(k_sigmoid, x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)))
-KERNEL1(k_relu, x > 0 ? x : 0)
+/* A NaN goes through, as every other op lets it: a diverged input must
+ * not come out as a plausible 0. */
+KERNEL1(k_relu, x > 0 || x != x ? x : 0)
 KERNEL1(k_softplus, x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)))
 KERNEL1(k_sin, sin(x))
 KERNEL1(k_cos, cos(x))

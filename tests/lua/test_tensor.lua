@@ -137,6 +137,11 @@ check.tensor(x:pow(0.5):square(), {{1, 2}, {3, 4}}, 1e-12, "pow")
 check.tensor(T{0}:exp(), {1}, nil, "exp")
 check.tensor(d2r.exp(T{0, 1}):log(), {0, 1}, 1e-15, "log")
 check.tensor(T{-1, 0, 2}:relu(), {0, 0, 2}, nil, "relu")
+do
+  local r = T{-1, 0 / 0, 2}:relu()
+  check.ok(r[2] ~= r[2] and r[1] == 0 and r[3] == 2,
+           "relu lets a NaN through")
+end
 check.tensor(T{-2, 3}:abs(), {2, 3}, nil, "abs")
 check.tensor(T{-2, 0, 3}:sign(), {-1, 0, 1}, nil, "sign")
 check.tensor(T{0}:sigmoid(), {0.5}, nil, "sigmoid")
