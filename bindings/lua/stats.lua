@@ -230,18 +230,24 @@ end
 -- Summarises the numbers in column value (default "value") of rows,
 -- grouped by the columns in by: one row per group with the group's
 -- columns and n, mean, std, sem, lo and hi (the bootstrap interval of
--- the mean), iqm.  Options: by, value, level, samples, seed.
+-- the mean), iqm, and nan (how many NaN values were left out).  Options:
+-- by, value, level, samples, seed.
 function stats.summarize(rows, opts)
   opts = opts or {}
   local col = opts.value or "value"
   local out = {}
   for _, g in ipairs(stats.group(rows, opts.by)) do
-    local xs = {}
+    local xs, nans = {}, 0
     for _, row in ipairs(g.rows) do
       local v = row[col]
-      if type(v) == "number" and v == v then xs[#xs + 1] = v end
+      if type(v) == "number" and v == v then
+        xs[#xs + 1] = v
+      elseif type(v) == "number" then
+        nans = nans + 1
+      end
     end
-    local s = {n = #xs, mean = stats.mean(xs), std = stats.std(xs),
+    local s = {n = #xs, nan = nans, mean = stats.mean(xs),
+               std = stats.std(xs),
                sem = #xs > 0 and stats.sem(xs) or NAN, iqm = stats.iqm(xs)}
     s.lo, s.hi = stats.bootstrap_ci(xs, opts)
     for k, v in pairs(g.keys) do s[k] = v end
@@ -259,16 +265,20 @@ local function fmt(v, digits)
 end
 
 -- Formats a summary from stats.summarize as an aligned text table, the
--- group columns first.
+-- group columns first; a column "nan" counts the NaN values left out,
+-- when there were any.
 function stats.format_summary(summary, by, digits)
   if type(by) == "string" then by = {by} end
   by = by or {}
   local level = "95% CI"
+  local any_nan = false
+  for _, s in ipairs(summary) do any_nan = any_nan or (s.nan or 0) > 0 end
   local headers = {}
   for _, col in ipairs(by) do headers[#headers + 1] = col end
   for _, h in ipairs{"n", "mean", "std", "sem", level, "iqm"} do
     headers[#headers + 1] = h
   end
+  if any_nan then headers[#headers + 1] = "nan" end
   local rows = {}
   for _, s in ipairs(summary) do
     local row = {}
@@ -279,6 +289,7 @@ function stats.format_summary(summary, by, digits)
     row[#row + 1] = fmt(s.sem, digits)
     row[#row + 1] = ("[%s, %s]"):format(fmt(s.lo, digits), fmt(s.hi, digits))
     row[#row + 1] = fmt(s.iqm, digits)
+    if any_nan then row[#row + 1] = fmt(s.nan or 0) end
     rows[#rows + 1] = row
   end
   return d2r.format_table(headers, rows)

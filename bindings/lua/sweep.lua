@@ -1124,15 +1124,22 @@ local function mpi_launched()
       or os.getenv("PMIX_RANK")
 end
 
+-- The most worker processes a sweep runs at once (d2r.proc.poll watches
+-- at most this many).
+local MAX_WORKERS = 256
+
 local function default_workers(opts)
   if opts.workers ~= nil then
-    if math.type(opts.workers) ~= "integer" or opts.workers < 0 then
-      error("sweep: workers must be a non-negative integer", 0)
+    if math.type(opts.workers) ~= "integer" or opts.workers < 0
+       or opts.workers > MAX_WORKERS then
+      error(("sweep: workers must be an integer from 0 to %d"):format(
+            MAX_WORKERS), 0)
     end
     return opts.workers
   end
   local local_ranks = tonumber(os.getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
-  return math.max(1, d2r.proc.ncpu() // math.max(1, local_ranks or 1))
+  local n = d2r.proc.ncpu() // math.max(1, local_ranks or 1)
+  return math.max(1, math.min(n, MAX_WORKERS))
 end
 
 local function should_run(row, retry)
@@ -1140,14 +1147,21 @@ local function should_run(row, retry)
          or (retry and row.status == "failed")
 end
 
-local function environment(self, opts, progress)
+-- What execute needs besides the runs; git is asked for the revision
+-- only when there are runs to do (`work`).
+local function environment(self, opts, progress, work)
   local chunk = opts.chunk or "auto"
   if chunk ~= "auto" and (math.type(chunk) ~= "integer" or chunk < 1) then
     error("sweep: chunk must be \"auto\" or an integer >= 1 (runs per "
           .. "worker process)", 0)
   end
+  local t = opts.timeout
+  if t ~= nil and (type(t) ~= "number" or not (t > 0)) then
+    error("sweep: timeout must be a positive number of seconds", 0)
+  end
+  local revision = opts.revision
   return {
-    revision = opts.revision and function() return opts.revision end
+    revision = (revision or not work) and function() return revision end
                or git_revision(),
     host = d2r.proc.hostname(), timeout = opts.timeout,
     tick = 0.25, progress = progress, chunk = chunk,
@@ -1196,7 +1210,7 @@ local function run_local(self, opts, index, n, path)
     end
     local mode = progress_mode(opts.progress)
     local prog = new_progress(self.name, mode, #todo)
-    local env = environment(self, opts, prog)
+    local env = environment(self, opts, prog, #todo > 0)
     local workers = default_workers(opts)
     prog.say(("%s: %d runs%s, %d to do, %d already finished, %s "
               .. "(store %s)"):format(self.name, #mine,
@@ -1246,7 +1260,8 @@ local function run_mpi(self, opts, rank, size)
   local prog = new_progress(rank == 0 and self.name
                             or ("%s[rank %d]"):format(self.name, rank),
                             mode, rank == 0 and #todo or #mine)
-  local env = environment(self, opts, prog)
+  local env = environment(self, opts, prog,
+                          #(rank == 0 and todo or mine) > 0)
   env.host = ("%s rank %d"):format(env.host or "?", rank)
   local workers = default_workers(opts)
   if rank ~= 0 then
@@ -1454,6 +1469,9 @@ function Results:metrics(filter)
               .. "ORDER BY run, epoch, rowid"
   for _, m in ipairs(self.db:rows(sql)) do
     local r = runs[m.run]
+    -- SQLite keeps a NaN as NULL, and a logged metric is always a
+    -- number: a NULL value is a NaN the run logged (nan = "keep").
+    if m.value == nil then m.value = 0 / 0 end
     if r then
       for k, v in pairs(r) do
         if m[k] == nil and k ~= "error" then m[k] = v end
@@ -1485,7 +1503,7 @@ end
 
 -- Counts of runs by status.
 function Results:counts()
-  local c = {total = 0}
+  local c = {total = 0, done = 0, failed = 0, pending = 0, running = 0}
   for _, r in ipairs(self.db:rows("SELECT status, count(*) AS n FROM runs "
                                   .. "GROUP BY status")) do
     c[r.status] = r.n

@@ -381,16 +381,22 @@ static int f_mkdir(lua_State *L) {
   char *path = luaL_buffinitsize(L, &b, len + 1);
   memcpy(path, arg, len + 1);
   int err = 0;
-  for (size_t i = 1; i <= len && err == 0; i++) {
+  size_t i;
+  for (i = 1; i <= len; i++) {
     /* Each prefix that ends a component, the whole path last. */
     if (i < len && !(path[i] == '/' && path[i - 1] != '/'))
       continue;
-    err = make_one(path, i);
+    if ((err = make_one(path, i)) != 0) break;
   }
-  if (err != 0)
-    return luaL_error(L, "mkdir: cannot create directory '%s': %s", arg,
-                      strerror(err));
-  return 0;
+  if (err == 0)
+    return 0;
+  /* The component that failed, and the path asked for when longer. */
+  path[i] = '\0';
+  if (i < len)
+    return luaL_error(L, "mkdir: cannot create directory '%s' (making "
+                      "'%s'): %s", path, arg, strerror(err));
+  return luaL_error(L, "mkdir: cannot create directory '%s': %s", arg,
+                    strerror(err));
 }
 
 static const luaL_Reg proc_methods[] = {

@@ -118,6 +118,8 @@ check.eq(#stats.group(rows), 1, "no columns: one group")
 
 local sum = stats.summarize(rows, {by = {"method", "lambda"}})
 check.eq(sum[1].n, 2, "NaN values are left out")
+check.eq(sum[1].nan, 1, "and counted")
+check.eq(sum[2].nan, 0, "no NaN, none counted")
 check.near(sum[1].mean, 1.5, 1e-12, "group mean")
 check.near(sum[1].std, math.sqrt(0.5), 1e-12, "group std")
 check.near(sum[1].sem, 0.5, 1e-12, "group sem")
@@ -130,5 +132,8 @@ local text = stats.format_summary(sum, {"method", "lambda"})
 check.ok(text:find("method", 1, true) and text:find("95% CI", 1, true),
          "summary table headers")
 check.ok(text:find("[1, 2]", 1, true), "interval cell")
+check.ok(text:find("nan", 1, true), "a column counts the NaN left out")
+check.ok(not stats.format_summary({sum[2]}, {"method", "lambda"})
+         :find("nan", 1, true), "no NaN column when there was none")
 
 check.done("stats")

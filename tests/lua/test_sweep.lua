@@ -21,8 +21,8 @@ d2r.mkdir("/")
 local blocker = tmp .. "/mk/a/b/file"
 assert(io.open(blocker, "w")):close()
 check.ok(io.open(tmp .. "/mk/a/b/file", "r") ~= nil, "mkdir made the parents")
-check.raises("cannot create directory '.*/file/c': Not a directory",
-             d2r.mkdir, blocker .. "/c")
+check.raises("cannot create directory '.*/file' %(making '.*/file/c/d'%): "
+             .. "Not a directory", d2r.mkdir, blocker .. "/c/d")
 check.raises("cannot create directory '.*/file': Not a directory",
              d2r.mkdir, blocker)
 check.raises("empty path", d2r.mkdir, "")
@@ -250,6 +250,44 @@ check.raises('chunk must be "auto" or an integer >= 1', function()
   sweep{name = "bad", store = tmp .. "/bad.sqlite", grid = {a = 1},
         run = toy, chunk = 0}:run{workers = 1, progress = "none"}
 end)
+-- With nan = "keep" a NaN metric is stored (SQLite keeps it as NULL)
+-- and read back as NaN, so a diverged run stays in the results.
+do
+  local path = tmp .. "/nan_keep.sqlite"
+  sweep{name = "nan_keep", store = path, nan = "keep", grid = {a = 1},
+        repeats = 3, run = function(_, ctx)
+          return {acc = ctx.rep == 1 and 0 / 0 or 0.5}
+        end}:run{workers = 1, progress = "none"}
+  local st = sweep.open(path)
+  local finals = st:final{name = "acc"}
+  check.eq(#finals, 3, "every run's final value, NaN included")
+  local nans = 0
+  for _, row in ipairs(finals) do
+    if row.value ~= row.value then nans = nans + 1 end
+  end
+  check.eq(nans, 1, "the NaN comes back as NaN")
+  st:close()
+end
+
+-- More workers than the runner can watch, and timeouts that are not a
+-- positive number (a string from the command line, zero, NaN), are
+-- refused before anything runs.
+check.raises("workers must be an integer from 0 to 256", function()
+  sweep{name = "bad", store = tmp .. "/bad.sqlite", grid = {a = 1},
+        run = toy}:run{workers = 257, progress = "none"}
+end)
+for _, t in ipairs{"600", 0, -1, 0 / 0} do
+  check.raises("timeout must be a positive number", function()
+    sweep{name = "bad", store = tmp .. "/bad.sqlite", grid = {a = 1},
+          run = toy}:run{workers = 1, timeout = t, progress = "none"}
+  end)
+end
+local bad = sweep.open(tmp .. "/bad.sqlite")
+local bc = bad:counts()
+check.eq(bc.pending, 1, "the refused sweeps ran nothing")
+check.eq(bc.done + bc.failed + bc.running, 0,
+         "counts names every status, 0 when none")
+bad:close()
 
 -- chunk "auto", the default: short runs share worker processes (a
 -- worker takes runs from its list until it has worked 1 s), runs
