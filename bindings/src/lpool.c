@@ -377,6 +377,7 @@ static int f_mkdir(lua_State *L) {
   const char *arg = luaL_checklstring(L, 1, &len);
   luaL_argcheck(L, len > 0, 1, "empty path");
   luaL_argcheck(L, strlen(arg) == len, 1, "the path holds a NUL byte");
+  /* A writable copy in Lua's memory, so that an error frees it. */
   luaL_Buffer b;
   char *path = luaL_buffinitsize(L, &b, len + 1);
   memcpy(path, arg, len + 1);
