@@ -255,8 +255,17 @@ static d2r_tensor *mlp_forward(void *impl, d2r_tensor *const *params,
   d2r_tensor *h = x;
   for (int l = 0; l < mi->nlayers && h != NULL; l++) {
     d2r_tensor *b = mi->bias ? params[per * l + 1] : NULL;
+    bool hidden = l + 1 < mi->nlayers;
+    /* A hidden ReLU layer on a batch of rows is one op (the same
+     * values as the product, bias and relu one after the other). */
+    if (hidden && mi->act == D2R_ACT_RELU && b != NULL &&
+        d2r_ndim(h) == 2) {
+      h = linear_check(h, params[per * l], b) == NULL ? NULL
+          : d2r_keep(&s, d2r_addmm_relu(h, params[per * l], b));
+      continue;
+    }
     h = d2r_keep(&s, d2r_linear_forward(h, params[per * l], b));
-    if (l + 1 < mi->nlayers) h = d2r_keep(&s, d2r_activate(h, mi->act));
+    if (hidden) h = d2r_keep(&s, d2r_activate(h, mi->act));
   }
   d2r_tensor *y = d2r_retain(h);
   d2r_scope_end(&s);

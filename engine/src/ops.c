@@ -1092,21 +1092,67 @@ static int bw_addmm(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
   return gin[2] ? 0 : -1;
 }
 
-d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias) {
-  if (!x || !w || !bias) return NULL;
+/* Whether x [m, k], w [k, n] and bias [n] fit a product plus bias that
+ * BLAS can compute; reports as fn otherwise. */
+static bool addmm_fits(const d2r_tensor *x, const d2r_tensor *w,
+                       const d2r_tensor *bias, const char *fn) {
   char bx[96], bw[96], bb[96];
   if (x->ndim != 2 || w->ndim != 2 || bias->ndim != 1 ||
-      x->shape[1] != w->shape[0] || bias->shape[0] != w->shape[1])
-    return d2r_fail("addmm: shapes %s, %s and bias %s do not fit (want "
-                    "[m, k], [k, n] and [n])",
-                    d2r_shape_str(x, bx, sizeof bx),
-                    d2r_shape_str(w, bw, sizeof bw),
-                    d2r_shape_str(bias, bb, sizeof bb));
+      x->shape[1] != w->shape[0] || bias->shape[0] != w->shape[1]) {
+    d2r_fail("%s: shapes %s, %s and bias %s do not fit (want [m, k], "
+             "[k, n] and [n])", fn, d2r_shape_str(x, bx, sizeof bx),
+             d2r_shape_str(w, bw, sizeof bw),
+             d2r_shape_str(bias, bb, sizeof bb));
+    return false;
+  }
   if (x->shape[0] > INT32_MAX || x->shape[1] > INT32_MAX ||
-      w->shape[1] > INT32_MAX)
-    return d2r_fail("addmm: a dimension exceeds BLAS's int range");
+      w->shape[1] > INT32_MAX) {
+    d2r_fail("%s: a dimension exceeds BLAS's int range", fn);
+    return false;
+  }
+  return true;
+}
+
+d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias) {
+  if (!x || !w || !bias) return NULL;
+  if (!addmm_fits(x, w, bias, "addmm")) return NULL;
   d2r_tensor *in[3] = {x, w, bias};
   d2r_tensor *out = d2r_watch(matmul_raw(x, false, w, false, bias),
                               "addmm", 3, in);
   return d2r_record(out, "addmm", bw_addmm, 3, in);
+}
+
+/* The gradient through relu(x w + bias): masked where the output is 0
+ * (where the product was <= 0, or NaN), then addmm's rule.  Off the
+ * graph the mask is one pass; recorded, a mask and a product. */
+static int bw_addmm_relu(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
+  d2r_tensor *gm;
+  if (!d2r_grad_enabled() && d2r_same_shape(g, n->out)) {
+    gm = apply2(g, n->out, k_where_positive, "addmm_relu backward");
+  } else {
+    d2r_tensor *m = apply1(n->out, k_positive, NULL);
+    gm = m ? d2r_mul(g, m) : NULL;
+    d2r_release(m);
+  }
+  if (!gm) return -1;
+  int rc = bw_addmm(n, gm, gin);
+  d2r_release(gm);
+  return rc;
+}
+
+d2r_tensor *d2r_addmm_relu(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias) {
+  if (!x || !w || !bias) return NULL;
+  if (!addmm_fits(x, w, bias, "addmm_relu")) return NULL;
+  d2r_tensor *in[3] = {x, w, bias};
+  /* Anomalies are looked for before the relu, which would hide a -inf. */
+  d2r_tensor *out = d2r_watch(matmul_raw(x, false, w, false, bias),
+                              "addmm_relu", 3, in);
+  if (out) {
+    /* relu in place, as k_relu computes it (one pointer, so it
+     * vectorises without an overlap check). */
+    double *restrict d = out->st->data;
+    for (int64_t i = 0; i < out->numel; i++)
+      d[i] = d[i] > 0 || d[i] != d[i] ? d[i] : 0;
+  }
+  return d2r_record(out, "addmm_relu", bw_addmm_relu, 3, in);
 }

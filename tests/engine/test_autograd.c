@@ -445,6 +445,40 @@ Test(gradcheck, addmm) {
   for (int i = 0; i < 3; i++) d2r_release(in[i]);
 }
 
+/* relu(x @ w + b) as one op (a hidden layer): first and second
+ * derivatives in x, w and b, and the values those of addmm then relu,
+ * bit for bit, a NaN included. */
+static d2r_tensor *addmm_relu3(d2r_tensor **x) {
+  return d2r_addmm_relu(x[0], x[1], x[2]);
+}
+
+Test(gradcheck, addmm_relu) {
+  const int64_t sx[2] = {4, 3}, sw[2] = {3, 5}, sb[1] = {5};
+  d2r_tensor *in[3] = {randt(44, 2, sx, -1, 1), randt(45, 2, sw, -1, 1),
+                       randt(46, 1, sb, -1, 1)};
+  gradcheck("addmm_relu", addmm_relu3, 3, in, 1e-6);
+  d2r_tensor *a = d2r_addmm_relu(in[0], in[1], in[2]);
+  d2r_tensor *p = d2r_addmm(in[0], in[1], in[2]);
+  d2r_tensor *r = d2r_relu(p);
+  int zeros = 0;
+  for (int64_t k = 0; k < 20; k++) {
+    cr_expect(d2r_data(a)[k] == d2r_data(r)[k],
+              "addmm_relu [%lld]: %.17g, want %.17g", (long long)k,
+              d2r_data(a)[k], d2r_data(r)[k]);
+    zeros += d2r_data(a)[k] == 0;
+  }
+  cr_expect(zeros > 0 && zeros < 20, "%d of 20 outputs cut by the relu",
+            zeros);
+  d2r_release(a), d2r_release(p), d2r_release(r);
+  d2r_data(in[0])[0] = NAN;
+  a = d2r_addmm_relu(in[0], in[1], in[2]);
+  cr_expect(isnan(d2r_data(a)[0]), "a NaN goes through");
+  d2r_release(a);
+  cr_expect_null(d2r_addmm_relu(in[1], in[0], in[2]));
+  cr_expect(strstr(d2r_error(), "addmm_relu") != NULL, "%s", d2r_error());
+  for (int i = 0; i < 3; i++) d2r_release(in[i]);
+}
+
 /* A tensor a graph read, updated in place before the backward pass, makes
  * the pass fail naming the op (an input of mul, the index of gather, a
  * view of a base); untouched graphs and updates after the pass are

@@ -253,6 +253,9 @@ d2r_tensor *d2r_matmul(d2r_tensor *a, d2r_tensor *b);
  * one op (the output starts as the bias and the product is added to it
  * in place), what a linear layer computes. */
 d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias);
+/* relu(x @ w + bias), a hidden layer, as one op: the values of addmm
+ * then relu, with one node and no intermediate tensor. */
+d2r_tensor *d2r_addmm_relu(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias);
 
 /* The BLAS underneath (OpenBLAS): its thread count (n > 0 sets it;
  * returns the count in force; n = 1 also stops OpenBLAS's idle thread
