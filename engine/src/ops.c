@@ -414,8 +414,9 @@ KERNEL1(k_sign, (double)((x > 0) - (x < 0)))
 KERNEL1(k_tanh, tanh(x))
 KERNEL1(k_sigmoid, x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)))
 /* A NaN goes through, as every other op lets it: a diverged input must
- * not come out as a plausible 0. */
-KERNEL1(k_relu, x > 0 || x != x ? x : 0)
+ * not come out as a plausible 0.  (d2r_addmm_relu applies it too.) */
+#define RELU(x) ((x) > 0 || (x) != (x) ? (x) : 0)
+KERNEL1(k_relu, RELU(x))
 KERNEL1(k_softplus, x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)))
 KERNEL1(k_sin, sin(x))
 KERNEL1(k_cos, cos(x))
@@ -495,14 +496,21 @@ static int bw_mask(d2r_node *n, d2r_tensor *g, d2r_tensor **gin, kern1 k) {
   return gin[0] ? 0 : -1;
 }
 KERNEL2(k_where_positive, y > 0 ? x : 0)
+/* g where y > 0, else 0: the gradient through a relu, y its input or its
+ * output (positive at the same places).  Plain gradients in one pass; a
+ * mask and a product when the gradient is itself recorded. */
+static d2r_tensor *where_positive(d2r_tensor *g, d2r_tensor *y,
+                                  const char *name) {
+  if (!d2r_grad_enabled() && d2r_same_shape(g, y))
+    return apply2(g, y, k_where_positive, name);
+  d2r_tensor *m = apply1(y, k_positive, NULL);
+  d2r_tensor *out = m ? d2r_mul(g, m) : NULL;
+  d2r_release(m);
+  return out;
+}
 static int bw_relu(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
-  /* Plain gradients in one pass; a mask and a product when the gradient
-   * is itself recorded. */
-  if (!d2r_grad_enabled() && d2r_same_shape(g, n->in[0])) {
-    gin[0] = apply2(g, n->in[0], k_where_positive, "relu backward");
-    return gin[0] ? 0 : -1;
-  }
-  return bw_mask(n, g, gin, k_positive);
+  gin[0] = where_positive(g, n->in[0], "relu backward");
+  return gin[0] ? 0 : -1;
 }
 static int bw_clamp(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
   return bw_mask(n, g, gin, k_inside);
@@ -1123,17 +1131,9 @@ d2r_tensor *d2r_addmm(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias) {
 }
 
 /* The gradient through relu(x w + bias): masked where the output is 0
- * (where the product was <= 0, or NaN), then addmm's rule.  Off the
- * graph the mask is one pass; recorded, a mask and a product. */
+ * (where the product was <= 0, or NaN), then addmm's rule. */
 static int bw_addmm_relu(d2r_node *n, d2r_tensor *g, d2r_tensor **gin) {
-  d2r_tensor *gm;
-  if (!d2r_grad_enabled() && d2r_same_shape(g, n->out)) {
-    gm = apply2(g, n->out, k_where_positive, "addmm_relu backward");
-  } else {
-    d2r_tensor *m = apply1(n->out, k_positive, NULL);
-    gm = m ? d2r_mul(g, m) : NULL;
-    d2r_release(m);
-  }
+  d2r_tensor *gm = where_positive(g, n->out, "addmm_relu backward");
   if (!gm) return -1;
   int rc = bw_addmm(n, gm, gin);
   d2r_release(gm);
@@ -1148,11 +1148,10 @@ d2r_tensor *d2r_addmm_relu(d2r_tensor *x, d2r_tensor *w, d2r_tensor *bias) {
   d2r_tensor *out = d2r_watch(matmul_raw(x, false, w, false, bias),
                               "addmm_relu", 3, in);
   if (out) {
-    /* relu in place, as k_relu computes it (one pointer, so it
-     * vectorises without an overlap check). */
+    /* relu in place (one pointer, so it vectorises without an overlap
+     * check). */
     double *restrict d = out->st->data;
-    for (int64_t i = 0; i < out->numel; i++)
-      d[i] = d[i] > 0 || d[i] != d[i] ? d[i] : 0;
+    for (int64_t i = 0; i < out->numel; i++) d[i] = RELU(d[i]);
   }
   return d2r_record(out, "addmm_relu", bw_addmm_relu, 3, in);
 }
